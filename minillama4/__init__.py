@@ -1,0 +1,9 @@
+"""minillama4: Llama 4 (Scout, Maverick) built from scratch in PyTorch, exact to the reference."""
+
+from .cache import KVCache
+from .checkpoint import from_pretrained, load_config, save_pretrained
+from .config import Llama4Config
+from .model import Llama4
+
+__all__ = ["Llama4", "Llama4Config", "KVCache", "from_pretrained", "save_pretrained", "load_config"]
+__version__ = "0.1.0"

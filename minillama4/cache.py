@@ -1,0 +1,80 @@
+"""A KV cache that knows about chunked attention.
+
+A NoPE layer attends to the whole past, so it keeps every key and value: memory grows with each token.
+A RoPE layer only ever attends inside its current chunk of C tokens: once position p crosses a multiple of C,
+nothing before it is visible again. So a RoPE layer keeps at most C positions, and starts over at each chunk
+boundary. With Scout (36 RoPE layers, C = 8192) that caps three quarters of the cache at a fixed size.
+
+Buffers are allocated once, up front, for `max_len` tokens; asking for more is an error, not a silent overwrite.
+"""
+
+import torch
+
+from .config import Llama4Config
+
+
+class LayerKV:
+    """One layer's kept keys and values: slots [0, length) hold absolute positions [start, start + length)."""
+
+    def __init__(self, batch: int, kv_heads: int, slots: int, head_dim: int, chunk_size: int | None, dtype, device):
+        self.k = torch.zeros(batch, kv_heads, slots, head_dim, dtype=dtype, device=device)  # k_BKSD
+        self.v = torch.zeros_like(self.k)  # v_BKSD
+        self.chunk_size, self.start, self.length = chunk_size, 0, 0
+
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, positions: torch.Tensor):
+        """Add T new keys/values (positions p0 … p0+T-1). Returns the keys, values and positions the new queries
+        may look at (kept past + new); the caller's mask narrows them further to the right chunk."""
+        p0, T, C = int(positions[0]), k_new.shape[2], self.chunk_size
+        if p0 != self.start + self.length:
+            raise RuntimeError(f"KV cache out of step: expected position {self.start + self.length}, got {p0}")
+        if C is not None and p0 // C != self.start // C:  # a new chunk began: the old one is invisible from now on
+            self.start, self.length = p0 // C * C, 0
+        n = self.length
+        if n + T <= self.k.shape[2]:  # fits: write in place, return views
+            self.k[:, :, n:n + T], self.v[:, :, n:n + T] = k_new, v_new
+            self.length = n + T
+            pos = torch.arange(self.start, p0 + T, device=positions.device)
+            return self.k[:, :, :n + T], self.v[:, :, :n + T], pos
+        # a RoPE layer's prefill that spans several chunks: attend over everything, keep only the last chunk
+        k_all, v_all = torch.cat([self.k[:, :, :n], k_new], 2), torch.cat([self.v[:, :, :n], v_new], 2)
+        pos = torch.arange(self.start, p0 + T, device=positions.device)
+        keep_from = (p0 + T - 1) // C * C
+        off = keep_from - self.start
+        self.length = k_all.shape[2] - off
+        self.k[:, :, :self.length], self.v[:, :, :self.length] = k_all[:, :, off:], v_all[:, :, off:]
+        self.start = keep_from
+        return k_all, v_all, pos
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences of up to `max_len` tokens."""
+
+    def __init__(self, config: Llama4Config, batch_size: int, max_len: int, dtype=torch.float32, device="cpu"):
+        if max_len > config.max_position_embeddings:
+            raise ValueError(f"KV cache of {max_len} tokens exceeds max_position_embeddings={config.max_position_embeddings}")
+        self.max_len, self.pos = max_len, 0
+        C = config.attention_chunk_size
+        self.layers = [
+            LayerKV(batch_size, config.num_key_value_heads, min(C, max_len) if config.is_chunked(i) else max_len,
+                    config.head_dim, C if config.is_chunked(i) else None, dtype, device)
+            for i in range(config.num_hidden_layers)
+        ]
+
+    def check(self, num_new: int) -> None:
+        if self.pos + num_new > self.max_len:
+            raise ValueError(f"KV cache full: it holds {self.max_len} tokens, {self.pos} are used and {num_new} more "
+                             f"were asked for; make a larger cache (max_len) or shorten the request")
+
+    def update(self, layer_idx: int, k, v, positions):
+        return self.layers[layer_idx].update(k, v, positions)
+
+    def advance(self, num_new: int) -> None:
+        self.pos += num_new
+
+    def nbytes(self) -> int:
+        """Bytes allocated for keys and values, all layers."""
+        return sum(2 * L.k.numel() * L.k.element_size() for L in self.layers)
+
+    def bytes_per_token(self) -> int:
+        """Bytes of K and V one more token of context costs once past the first chunk (the NoPE layers only)."""
+        return sum(2 * L.k[:, :, 0].numel() * L.k.element_size() for L in self.layers if L.chunk_size is None)

@@ -1,0 +1,212 @@
+"""Llama4Config: every number that decides the shape and behaviour of a Llama 4 text model.
+
+One dataclass, three presets (`toy`, `scout`, `maverick`) and a faithful reader/writer for the
+`config.json` that Hugging Face checkpoints ship (`from_hf` / `to_hf`), including its quirks:
+
+* `no_rope_layers[i] == 1` means layer i *uses* RoPE (the name says the opposite);
+* `attn_temperature_tuning` was stored as the int 4 in the release-time Scout config: any truthy value means on;
+* llama3 `rope_scaling` may have `low_freq_factor == high_freq_factor` (current Scout: 16 / 1 / 1);
+* the RoPE settings are spelled `rope_scaling` + `rope_theta` (transformers 4.x) or `rope_parameters` (5.x);
+* the MoE layers are given either as `moe_layers` or derived from `interleave_moe_layer_step`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Llama4Config:
+    vocab_size: int = 202048  # V: 200,000 BPE tokens + 2,048 special tokens
+    hidden_size: int = 5120  # D: width of the residual stream
+    num_hidden_layers: int = 48  # L: number of decoder layers
+    num_attention_heads: int = 40  # H: query heads per attention layer
+    num_key_value_heads: int = 8  # K: key/value heads (GQA: H/K query heads share one kv head)
+    head_dim: int = 128  # Dh: width of one attention head (H * Dh need not equal D, but does in Llama 4)
+    intermediate_size: int = 8192  # F: hidden width of each routed expert and of the shared expert
+    intermediate_size_mlp: int = 16384  # hidden width of the dense FFN in non-MoE layers (Maverick's even layers)
+    num_local_experts: int = 16  # E: routed experts per MoE layer (Scout 16, Maverick 128)
+    num_experts_per_tok: int = 1  # k: experts chosen per token by the router (1 in Llama 4)
+    interleave_moe_layer_step: int = 1  # every step-th layer is MoE (Scout 1 = all, Maverick 2 = odd layers)
+    moe_layers: list[int] | None = None  # explicit MoE layer indices; derived from the step when None
+    no_rope_layer_interval: int = 4  # every interval-th layer is a NoPE (global attention) layer
+    no_rope_layers: list[int] | None = None  # per layer: 1 = RoPE (chunked attention), 0 = NoPE; derived when None
+    attention_chunk_size: int | None = 8192  # RoPE layers attend within fixed blocks of this many tokens; None = all global
+    use_qk_norm: bool = True  # weightless RMS norm of q and k on RoPE layers (Scout yes, Maverick no)
+    attn_temperature_tuning: bool = True  # scale NoPE-layer queries by 1 + attn_scale * ln(floor((p+1)/floor_scale) + 1)
+    floor_scale: int = 8192  # positions per temperature step
+    attn_scale: float = 0.1  # strength of the temperature tuning
+    rope_theta: float = 500000.0  # RoPE base wavelength
+    rope_scaling: dict[str, Any] | None = None  # llama3 frequency scaling: factor, low/high_freq_factor, original_max_position_embeddings
+    rms_norm_eps: float = 1e-5  # epsilon of every RMSNorm (and of the QK norm)
+    max_position_embeddings: int = 262144  # longest context the model is configured for
+    tie_word_embeddings: bool = False  # share embed_tokens and lm_head (never in Llama 4; allowed for toys)
+    initializer_range: float = 0.02  # std of the normal init of every weight matrix
+    pad_token_id: int | None = 200018  # <|finetune_right_pad|>
+    bos_token_id: int | None = 200000  # <|begin_of_text|>
+    eos_token_id: int | list[int] | None = 200001  # <|end_of_text|> (Instruct: also <|eom|>, <|eot|>)
+
+    def __post_init__(self) -> None:
+        L = self.num_hidden_layers
+        if self.moe_layers is None and isinstance(self.interleave_moe_layer_step, int) and self.interleave_moe_layer_step > 0:
+            self.moe_layers = list(range(self.interleave_moe_layer_step - 1, L, self.interleave_moe_layer_step))
+        if not self.no_rope_layers and isinstance(self.no_rope_layer_interval, int) and self.no_rope_layer_interval > 0:
+            self.no_rope_layers = [int((i + 1) % self.no_rope_layer_interval != 0) for i in range(L)]
+        self.moe_layers = [int(i) for i in (self.moe_layers or [])]
+        self.no_rope_layers = [int(b) for b in (self.no_rope_layers or [])]
+        self.attn_temperature_tuning = bool(self.attn_temperature_tuning)  # release Scout config stores the int 4
+        self.use_qk_norm = bool(self.use_qk_norm)
+        if self.rope_scaling is not None:
+            self.rope_scaling = dict(self.rope_scaling)
+        self.validate()
+
+    # ----------------------------------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that makes the model impossible to build."""
+
+        def bad(msg: str) -> None:
+            raise ValueError(f"invalid Llama4Config: {msg}")
+
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                     "head_dim", "intermediate_size", "num_local_experts", "num_experts_per_tok", "max_position_embeddings"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                bad(f"{name} must be a positive int, got {v!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            bad(f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads={self.num_attention_heads}")
+        if self.head_dim % 2:
+            bad(f"head_dim={self.head_dim} must be even (RoPE rotates pairs of dimensions)")
+        if self.hidden_size % self.num_attention_heads:
+            bad(f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
+        if self.num_experts_per_tok > self.num_local_experts:
+            bad(f"num_experts_per_tok={self.num_experts_per_tok} > num_local_experts={self.num_local_experts}")
+        L = self.num_hidden_layers
+        if len(self.no_rope_layers) < L or any(b not in (0, 1) for b in self.no_rope_layers):
+            bad(f"no_rope_layers must hold one 0/1 flag per layer ({L} layers), got {self.no_rope_layers!r}")
+        if any(not 0 <= i < L for i in self.moe_layers) or len(set(self.moe_layers)) != len(self.moe_layers):
+            bad(f"moe_layers must be distinct layer indices in [0, {L}), got {self.moe_layers!r}")
+        if len(self.moe_layers) < L and (not isinstance(self.intermediate_size_mlp, int) or self.intermediate_size_mlp <= 0):
+            bad(f"dense layers need a positive intermediate_size_mlp, got {self.intermediate_size_mlp!r}")
+        if self.attention_chunk_size is not None and (not isinstance(self.attention_chunk_size, int) or self.attention_chunk_size <= 0):
+            bad(f"attention_chunk_size must be a positive int or None, got {self.attention_chunk_size!r}")
+        if self.attn_temperature_tuning and (self.floor_scale <= 0 or self.attn_scale < 0):
+            bad(f"floor_scale must be > 0 and attn_scale >= 0, got {self.floor_scale}, {self.attn_scale}")
+        if self.rope_theta <= 0:
+            bad(f"rope_theta must be > 0, got {self.rope_theta}")
+        if self.rms_norm_eps <= 0:
+            bad(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+        rs = self.rope_scaling
+        if rs is not None:
+            kind = rs.get("rope_type", rs.get("type", "llama3"))
+            if kind != "llama3":
+                bad(f"rope_scaling type {kind!r} is not supported (Llama 4 uses 'llama3' or none)")
+            missing = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} - rs.keys()
+            if missing:
+                bad(f"llama3 rope_scaling lacks {sorted(missing)}")
+            if rs["factor"] < 1 or rs["low_freq_factor"] <= 0 or rs["high_freq_factor"] < rs["low_freq_factor"]:
+                bad(f"llama3 rope_scaling needs factor >= 1 and 0 < low_freq_factor <= high_freq_factor, got {rs}")
+
+    # ----------------------------------------------------------------------------------------------- derived
+    def is_moe_layer(self, i: int) -> bool:
+        return i in self.moe_layers
+
+    def uses_rope(self, i: int) -> bool:
+        """True for RoPE layers (chunked attention, QK-norm); False for NoPE layers (global, temperature tuning)."""
+        return bool(self.no_rope_layers[i])
+
+    def is_chunked(self, i: int) -> bool:
+        return self.uses_rope(i) and self.attention_chunk_size is not None
+
+    def num_parameters(self, active: bool = False) -> int:
+        """Parameter count from the shapes alone (no model built). active=True counts one token's path:
+        the shared expert plus k routed experts in each MoE layer, every other weight once."""
+        D, V, F = self.hidden_size, self.vocab_size, self.intermediate_size
+        attn = D * self.num_attention_heads * self.head_dim * 2 + D * self.num_key_value_heads * self.head_dim * 2
+        swiglu = lambda f: 3 * D * f  # noqa: E731  gate, up, down
+        total = V * D * (1 if self.tie_word_embeddings else 2) + D  # embeddings, lm_head, final norm
+        for i in range(self.num_hidden_layers):
+            total += attn + 2 * D
+            if self.is_moe_layer(i):
+                experts = self.num_experts_per_tok if active else self.num_local_experts
+                total += D * self.num_local_experts + swiglu(F) + experts * swiglu(F)
+            else:
+                total += swiglu(self.intermediate_size_mlp)
+        return total
+
+    # ----------------------------------------------------------------------------------------------- presets
+    @classmethod
+    def preset(cls, name: str) -> "Llama4Config":
+        """`toy` trains on 2 CPU cores in minutes; `scout` and `maverick` have the real dimensions."""
+        if name == "toy":
+            return cls(vocab_size=512, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                       head_dim=32, intermediate_size=256, intermediate_size_mlp=512, num_local_experts=4,
+                       num_experts_per_tok=1, attention_chunk_size=64, floor_scale=64, rope_theta=10000.0,
+                       max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        if name == "scout":
+            return cls(rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+                                     "original_max_position_embeddings": 8192},
+                       max_position_embeddings=10485760, eos_token_id=[200001, 200007, 200008])
+        if name == "maverick":
+            return cls(num_local_experts=128, interleave_moe_layer_step=2, use_qk_norm=False,
+                       max_position_embeddings=1048576, eos_token_id=[200001, 200007, 200008])
+        raise ValueError(f"unknown preset {name!r}; choose 'toy', 'scout' or 'maverick'")
+
+    def replace(self, **changes: Any) -> "Llama4Config":
+        """A copy with some fields changed (derived layer lists are re-derived unless given)."""
+        d = dataclasses.asdict(self)
+        if "num_hidden_layers" in changes or "interleave_moe_layer_step" in changes:
+            d.setdefault("moe_layers", None)
+            d["moe_layers"] = changes.pop("moe_layers", None)
+        if "num_hidden_layers" in changes or "no_rope_layer_interval" in changes:
+            d["no_rope_layers"] = changes.pop("no_rope_layers", None)
+        d.update(changes)
+        return type(self)(**d)
+
+    # ----------------------------------------------------------------------------------------------- HF config.json
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "Llama4Config":
+        """Read a Hugging Face `config.json` dict: the text config of Llama4ForCausalLM, or the full
+        Llama4ForConditionalGeneration config (its `text_config` is used)."""
+        if not isinstance(hf, dict):
+            raise ValueError(f"expected a config dict, got {type(hf).__name__}")
+        if "text_config" in hf:
+            hf = hf["text_config"] or {}
+        mt = hf.get("model_type", "llama4_text")
+        if mt not in ("llama4_text", "llama4"):
+            raise ValueError(f"config.json has model_type {mt!r}; expected a Llama 4 text config ('llama4_text')")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in hf.items() if k in known and k not in ("rope_scaling", "rope_theta")}
+        # RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, ...}; 4.x wrote rope_theta + rope_scaling.
+        rope = dict(hf.get("rope_parameters") or {})
+        theta = rope.pop("rope_theta", None) or hf.get("rope_theta", cls.rope_theta)
+        if not rope or rope.get("rope_type", rope.get("type")) == "default":
+            rope = dict(hf.get("rope_scaling") or {})
+        kind = rope.get("rope_type", rope.get("type"))
+        kw["rope_theta"] = float(theta)
+        kw["rope_scaling"] = None if not rope or kind in (None, "default") else {
+            "rope_type": kind, **{k: v for k, v in rope.items() if k not in ("rope_type", "type", "partial_rotary_factor")}}
+        if kw["rope_scaling"] is not None and kind == "llama3":
+            kw["rope_scaling"].setdefault("original_max_position_embeddings", hf.get("max_position_embeddings"))
+        if hf.get("head_dim") is None:
+            kw["head_dim"] = hf["hidden_size"] // hf["num_attention_heads"]
+        if hf.get("num_key_value_heads") is None:
+            kw["num_key_value_heads"] = hf.get("num_attention_heads", cls.num_attention_heads)
+        return cls(**kw)
+
+    def to_hf(self) -> dict[str, Any]:
+        """A `config.json` dict for transformers' Llama4ForCausalLM (transformers 5 spelling, also read by 4.x)."""
+        d = dataclasses.asdict(self)
+        theta, scaling = d.pop("rope_theta"), d.pop("rope_scaling")
+        rope = {"rope_type": "default", "rope_theta": theta}
+        if scaling is not None:
+            rope.update(scaling)
+            rope["rope_theta"] = theta
+        d.update(
+            architectures=["Llama4ForCausalLM"], model_type="llama4_text", rope_parameters=rope, hidden_act="silu",
+            attention_bias=False, attention_dropout=0.0,
+            layer_types=["chunked_attention" if b and self.attention_chunk_size is not None else "full_attention"
+                         for b in self.no_rope_layers],
+        )
+        return d

@@ -1,0 +1,48 @@
+"""SwiGLU feed-forward networks: one dense FFN, and a bank of E experts stored the way checkpoints store them.
+
+    SwiGLU(x) = (silu(x W_gate) ⊙ (x W_up)) W_down          silu(a) = a · σ(a)
+
+`SwiGLU` keeps three `nn.Linear` layers (weights `[out, in]`, used as `x @ Wᵀ`): Llama 4's shared expert and
+Maverick's dense layers. `ExpertBank` keeps all E experts in two tensors in the Hugging Face checkpoint layout,
+used as `x @ W` (no transpose):
+
+    gate_up_proj [E, D, 2F]   first F columns = gate, last F = up
+    down_proj    [E, F, D]
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)  # W_gate [F, D]
+        self.up_proj = nn.Linear(dim, hidden, bias=False)  # W_up   [F, D]
+        self.down_proj = nn.Linear(hidden, dim, bias=False)  # W_down [D, F]
+
+    def forward(self, x_TD: torch.Tensor) -> torch.Tensor:
+        h_TF = F.silu(self.gate_proj(x_TD)) * self.up_proj(x_TD)  # silu(x W_gate) ⊙ x W_up
+        return self.down_proj(h_TF)  # [..., D]
+
+
+class ExpertBank(nn.Module):
+    """E independent SwiGLU experts in the checkpoint layout. `forward_expert(e, x)` runs one of them;
+    `forward(x_ETD)` runs every expert on its own batch (the dense reference computation)."""
+
+    def __init__(self, num_experts: int, dim: int, hidden: int):
+        super().__init__()
+        self.num_experts, self.dim, self.hidden = num_experts, dim, hidden
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, dim, 2 * hidden))  # w_ED(2F)
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, dim))  # w_EFD
+        nn.init.normal_(self.gate_up_proj, std=0.02)
+        nn.init.normal_(self.down_proj, std=0.02)
+
+    def forward_expert(self, e: int, x_TD: torch.Tensor) -> torch.Tensor:
+        gate_TF, up_TF = (x_TD @ self.gate_up_proj[e]).chunk(2, dim=-1)  # x W_gate, x W_up in one matmul
+        return (F.silu(gate_TF) * up_TF) @ self.down_proj[e]  # [T, D]
+
+    def forward(self, x_ETD: torch.Tensor) -> torch.Tensor:
+        gate_ETF, up_ETF = torch.bmm(x_ETD, self.gate_up_proj).chunk(2, dim=-1)
+        return torch.bmm(F.silu(gate_ETF) * up_ETF, self.down_proj)  # [E, T, D]

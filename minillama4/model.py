@@ -1,0 +1,148 @@
+"""The Llama 4 text model: embeddings → L decoder layers → RMSNorm → lm_head.
+
+Each decoder layer is pre-norm with two residual branches:
+
+    h   = x + Attention(RMSNorm(x))
+    out = h + FFN(RMSNorm(h))          FFN = MoE (router + experts + shared expert) or a dense SwiGLU
+
+Which layers are MoE, which use RoPE (chunked) or NoPE (global), all comes from `Llama4Config`.
+Parameter names equal the Hugging Face checkpoint keys (minus their `model.` / `language_model.model.` prefix).
+"""
+
+import torch
+from torch import nn
+
+from .attention import Attention
+from .cache import KVCache
+from .config import Llama4Config
+from .ffn import SwiGLU
+from .moe import MoE
+from .norm import RMSNorm
+from .rope import inverse_frequencies, rope_angles
+from .sampling import sample_next_token
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: Llama4Config, layer_idx: int):
+        super().__init__()
+        c = config
+        self.is_moe = c.is_moe_layer(layer_idx)
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.self_attn = Attention(c, layer_idx)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        if self.is_moe:
+            self.feed_forward = MoE(c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok)
+        else:
+            self.feed_forward = SwiGLU(c.hidden_size, c.intermediate_size_mlp)
+
+    def forward(self, x_BTD, freqs_TP, positions_T, cache=None):
+        h_BTD = x_BTD + self.self_attn(self.input_layernorm(x_BTD), freqs_TP, positions_T, cache)
+        ffn = self.feed_forward(self.post_attention_layernorm(h_BTD))
+        ffn_BTD, routing = ffn if self.is_moe else (ffn, None)
+        return h_BTD + ffn_BTD, routing
+
+
+class Llama4(nn.Module):
+    def __init__(self, config: Llama4Config):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(c, i) for i in range(c.num_hidden_layers))
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        if c.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.register_buffer("inv_freq", inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), persistent=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=self.config.initializer_range)
+
+    def reset_rope(self) -> None:
+        """Recompute the (non-persistent) RoPE frequencies, e.g. after building the model on the meta device."""
+        c = self.config
+        self.inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling).to(self.embed_tokens.weight.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None, return_routing: bool = False,
+                last_only: bool = False):
+        """input_ids [B, T] → logits [B, T, V] (or [B, 1, V] with last_only).
+        With a cache, the tokens continue the cached sequence (positions cache.pos …) and are added to it.
+        return_routing=True also returns one RouterOutput per MoE layer: (logits, routing)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        start = 0
+        if cache is not None:
+            cache.check(T)
+            start = cache.pos
+        elif T > self.config.max_position_embeddings:
+            raise ValueError(f"sequence of {T} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}")
+        positions_T = torch.arange(start, start + T, device=input_ids.device)  # absolute positions
+        freqs_TP = rope_angles(positions_T, self.inv_freq)  # e^{j p ω}, shared by all RoPE layers
+
+        x_BTD = self.embed_tokens(input_ids)
+        routings = []
+        for layer in self.layers:
+            x_BTD, routing = layer(x_BTD, freqs_TP, positions_T, cache)
+            if routing is not None:
+                routings.append(routing)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x_BTD = x_BTD[:, -1:]
+        logits_BTV = self.lm_head(self.norm(x_BTD))
+        return (logits_BTV, routings) if return_routing else logits_BTV
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        return KVCache(self.config, batch_size, max_len, dtype=self.dtype, device=self.device)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
+                 eos_token_id: int | list[int] | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True, cache_len: int | None = None) -> torch.Tensor:
+        """Continue each row of input_ids [B, T]; returns [B, T + n] with n ≤ max_new_tokens.
+        Greedy at temperature 0. Rows that emitted an eos token are padded with it until all rows are done.
+        use_cache=False recomputes the whole sequence each step (same tokens, much slower: for comparison)."""
+        B, T = input_ids.shape
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        total = T + max_new_tokens
+        cache = None
+        if use_cache:
+            cache = self.new_cache(B, cache_len or total)
+            cache.check(total)  # fail before doing any work
+        elif total > self.config.max_position_embeddings:
+            raise ValueError(f"prompt + new tokens = {total} exceeds max_position_embeddings={self.config.max_position_embeddings}")
+        eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []), device=input_ids.device)
+        ids, done = input_ids, torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        step_input = input_ids
+        for _ in range(max_new_tokens):
+            if use_cache:
+                logits_BV = self(step_input, cache=cache, last_only=True)[:, -1]
+            else:
+                logits_BV = self(ids, last_only=True)[:, -1]
+            nxt_B = sample_next_token(logits_BV, temperature, top_p, generator)
+            if len(eos):
+                nxt_B = torch.where(done, eos[0], nxt_B)
+                done |= torch.isin(nxt_B, eos)
+            ids = torch.cat([ids, nxt_B[:, None]], dim=1)
+            step_input = nxt_B[:, None]
+            if done.all():
+                break
+        return ids

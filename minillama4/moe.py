@@ -1,0 +1,65 @@
+"""Mixture of experts with a shared expert, dispatched sparsely.
+
+    out(x) = shared(x) + Σ_{e ∈ top-k(x)} expert_e(σ_e(x) · x)
+
+Every token goes through the shared expert. Each token also goes through its k routed experts, with the router
+score multiplied into the expert's *input*. The reference implementation in transformers runs every expert on every
+token (with zero input for the tokens not routed there); here each expert only sees its own tokens:
+
+1. flatten the (token, slot) assignments and sort them by expert, so each expert's tokens are contiguous;
+2. gather those tokens, scale them by their scores, run one matmul pair per expert on its slice;
+3. add each result back to its token with `index_add` (the scatter-add combine).
+"""
+
+import torch
+from torch import nn
+
+from .ffn import ExpertBank, SwiGLU
+from .router import Router, RouterOutput
+
+
+def dispatch(idx_TK: torch.Tensor, num_experts: int):
+    """Sort the T·k (token, slot) assignments by expert.
+    Returns (token_N, slot_N, counts_E): for the n-th assignment in expert order its token index and its flat
+    position in idx_TK, and how many assignments each expert received."""
+    flat_N = idx_TK.reshape(-1)  # expert of each assignment, N = T·k
+    slot_N = torch.argsort(flat_N, stable=True)  # assignments grouped by expert
+    token_N = slot_N // idx_TK.shape[1]  # which token each assignment came from
+    counts_E = torch.bincount(flat_N, minlength=num_experts)
+    return token_N, slot_N, counts_E
+
+
+def routed_experts(experts: ExpertBank, x_TD: torch.Tensor, routing: RouterOutput) -> torch.Tensor:
+    """Σ_e expert_e(σ_e · x) over each token's chosen experts, computing only the chosen (token, expert) pairs."""
+    token_N, slot_N, counts_E = dispatch(routing.indices, experts.num_experts)
+    x_ND = x_TD[token_N] * routing.scores.reshape(-1, 1)[slot_N]  # gather, score on the expert input
+    y_ND = torch.cat([experts.forward_expert(e, x_nD)  # one matmul pair per expert, on its contiguous slice
+                      for e, x_nD in enumerate(x_ND.split(counts_E.tolist())) if x_nD.shape[0]])
+    return torch.zeros_like(x_TD).index_add_(0, token_N, y_ND)  # scatter-add back to the tokens
+
+
+class MoE(nn.Module):
+    """Router + E routed experts + one always-on shared expert (a Llama 4 MoE feed-forward block)."""
+
+    def __init__(self, dim: int, hidden: int, num_experts: int, top_k: int):
+        super().__init__()
+        self.router = Router(dim, num_experts, top_k)
+        self.experts = ExpertBank(num_experts, dim, hidden)
+        self.shared_expert = SwiGLU(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterOutput]:
+        x_TD = x.reshape(-1, x.shape[-1])  # routing is per token: fold batch and time
+        routing = self.router(x_TD)
+        out_TD = self.shared_expert(x_TD) + routed_experts(self.experts, x_TD, routing)
+        return out_TD.view_as(x), routing
+
+
+def moe_dense_reference(moe: MoE, x_TD: torch.Tensor) -> torch.Tensor:
+    """The same MoE computed densely, as transformers does: every expert on every token, with score 0 for the
+    experts a token was not routed to. For tests and for the chapter's speed comparison."""
+    routing = moe.router(x_TD)
+    E = moe.experts.num_experts
+    score_TE = torch.zeros(x_TD.shape[0], E, dtype=x_TD.dtype, device=x_TD.device)
+    score_TE.scatter_(1, routing.indices, routing.scores)
+    x_ETD = score_TE.t()[:, :, None] * x_TD[None]  # expert e's input: σ_e · x (0 where not routed)
+    return moe.shared_expert(x_TD) + moe.experts(x_ETD).sum(0)

@@ -1,0 +1,20 @@
+"""Choosing the next token from the logits: greedy, temperature, nucleus (top-p)."""
+
+import torch
+
+
+def sample_next_token(logits_BV: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """temperature 0 → argmax. Otherwise sample from softmax(logits / temperature), restricted to the smallest set
+    of most likely tokens whose probability adds up to at least top_p. Returns token ids [B]."""
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if temperature == 0:
+        return logits_BV.argmax(-1)
+    probs_BV = torch.softmax(logits_BV.float() / temperature, dim=-1)
+    if top_p < 1:
+        p_sorted, order = probs_BV.sort(-1, descending=True)
+        drop = p_sorted.cumsum(-1) - p_sorted >= top_p  # tokens entirely beyond the top_p mass (the first always stays)
+        p_sorted = p_sorted.masked_fill(drop, 0.0)
+        probs_BV = torch.zeros_like(probs_BV).scatter_(-1, order, p_sorted)
+    return torch.multinomial(probs_BV, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,70 @@
+"""Shared test helpers: tiny random Llama 4 checkpoints written by transformers itself, in the real formats."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="transformers is the test-only numerical reference")
+
+CHUNK = 8  # attention_chunk_size of the tiny models: 37-token inputs span 5 chunks
+FLOOR = 4  # floor_scale: temperature tuning already changes queries from position 3 on
+LLAMA3 = {"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+          "original_max_position_embeddings": 8}
+
+
+def hf_text_config(kind: str = "scout", top_k: int = 1, **over) -> "transformers.Llama4TextConfig":
+    """A tiny transformers text config, Scout-like (MoE every layer, QK-norm, llama3 scaling) or Maverick-like
+    (dense/MoE interleaved, no QK-norm, no scaling)."""
+    kw = dict(vocab_size=160, hidden_size=64, intermediate_size=48, intermediate_size_mlp=96, num_hidden_layers=4,
+              num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=top_k,
+              attention_chunk_size=CHUNK, floor_scale=FLOOR, attn_scale=0.1, attn_temperature_tuning=True,
+              initializer_range=0.1, pad_token_id=0, bos_token_id=1, eos_token_id=2, max_position_embeddings=512)
+    if kind == "scout":
+        kw.update(use_qk_norm=True, interleave_moe_layer_step=1, rope_parameters={"rope_theta": 10000.0, **LLAMA3})
+    elif kind == "maverick":
+        kw.update(use_qk_norm=False, interleave_moe_layer_step=2, num_local_experts=8,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    else:
+        raise ValueError(kind)
+    kw.update(over)
+    return transformers.Llama4TextConfig(**kw)
+
+
+def tiny_vision_config() -> dict:
+    # the adapter takes hidden/ratio² = intermediate_size inputs, as in the real config
+    return dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128, image_size=28,
+                patch_size=14, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+
+
+def write_hf_checkpoint(path, kind="scout", top_k=1, layout="causal", dtype=torch.float32, max_shard_size=None,
+                        seed=0, **over):
+    """Random-init a transformers Llama 4 model and save_pretrained it. layout 'causal' → Llama4ForCausalLM,
+    'conditional' → Llama4ForConditionalGeneration (language_model.* + vision tensors). Returns the path."""
+    torch.manual_seed(seed)
+    text = hf_text_config(kind, top_k, **over)
+    if layout == "causal":
+        model = transformers.Llama4ForCausalLM(text)
+    else:
+        cfg = transformers.Llama4Config(text_config=text.to_dict(), vision_config=tiny_vision_config())
+        model = transformers.Llama4ForConditionalGeneration(cfg)
+    model = model.to(dtype)
+    kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(str(path), **kw)
+    return path
+
+
+def load_hf(path, layout="causal", attn="eager"):
+    """The transformers model of a checkpoint, in float32, with a fixed attention implementation."""
+    cls = transformers.Llama4ForCausalLM if layout == "causal" else transformers.Llama4ForConditionalGeneration
+    return cls.from_pretrained(str(path), dtype=torch.float32, attn_implementation=attn).eval()
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |a|"""
+    return ((a.float() - b.float()).abs().max() / a.float().abs().max()).item()
+
+
+@pytest.fixture
+def scout_ckpt(tmp_path):
+    return write_hf_checkpoint(tmp_path / "scout", "scout")
