@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import minillama4
-from conftest import CHUNK, load_hf, rel_err, write_hf_checkpoint
+from conftest import CHUNK, load_hf, rel_err, transformers, write_hf_checkpoint
 
 TOL = 1e-5  # max |Δlogit| / max |logit| in float32
 
@@ -44,6 +44,20 @@ def test_bf16_checkpoints_single_and_sharded(tmp_path, sharded):
     with torch.no_grad():
         assert rel_err(ref(x).logits, ours(x)) <= TOL
     assert minillama4.from_pretrained(path).dtype == torch.bfloat16  # dtype=None keeps the stored dtype
+
+
+@pytest.mark.parametrize("kind, top_k", [("scout", 1), ("scout", 2), ("maverick", 1), ("maverick", 2)])
+def test_bf16_compute_is_bit_identical_to_transformers_sdpa(tmp_path, kind, top_k):
+    """In bfloat16 the rounding points matter (RMSNorm, RoPE, router sigmoid, temperature): ours are the
+    reference's, so on the CPU the logits are the same bits as transformers' SDPA path."""
+    path = write_hf_checkpoint(tmp_path / "b", kind, top_k, dtype=torch.bfloat16)
+    ours = minillama4.from_pretrained(path)
+    ref = transformers.Llama4ForCausalLM.from_pretrained(str(path), dtype=torch.bfloat16, attn_implementation="sdpa")
+    x = _ids()
+    with torch.no_grad():
+        want, got = ref.eval()(x).logits, ours(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert torch.equal(got, want)
 
 
 def test_sdpa_reference_agrees_too(tmp_path):

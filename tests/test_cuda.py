@@ -1,0 +1,63 @@
+"""The same model on a CUDA device (run on a GPU machine; without one these tests are skipped, and say so)."""
+
+import pytest
+import torch
+
+import minillama4
+from minillama4.moe import MoE, moe_dense_reference
+from conftest import load_hf, rel_err, write_hf_checkpoint
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def _exact_matmuls():
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_moe_forward_backward_on_cuda_matches_dense(top_k):
+    torch.manual_seed(0)
+    m = MoE(64, 96, 8, top_k).cuda()
+    torch.nn.init.normal_(m.router.weight, std=1.0)
+    x = torch.randn(300, 64, device="cuda", requires_grad=True)
+    out, _ = m(x)
+    out.square().sum().backward()
+    grads = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    ref = moe_dense_reference(m, x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    ref.square().sum().backward()
+    for g, p in zip(grads, m.parameters()):
+        torch.testing.assert_close(g, p.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_model_on_cuda_matches_transformers(tmp_path):
+    path = write_hf_checkpoint(tmp_path / "c", "scout", top_k=2)
+    ours = minillama4.from_pretrained(path, device="cuda")
+    assert ours.device.type == "cuda" and ours.inv_freq.device.type == "cuda"
+    ref = load_hf(path)
+    x = torch.randint(3, 160, (2, 37), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert rel_err(ref(x).logits, ours(x.cuda()).cpu()) <= 1e-5
+    got = ours.generate(x[:1, :6].cuda(), max_new_tokens=26).cpu()
+    want = ref.generate(x[:1, :6], max_new_tokens=26, do_sample=False, min_new_tokens=26, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["scout", "maverick"])
+def test_bf16_on_cuda_tracks_transformers_bf16(tmp_path, kind):
+    import transformers
+    path = write_hf_checkpoint(tmp_path / "c", kind, dtype=torch.bfloat16)
+    ours = minillama4.from_pretrained(path, device="cuda")
+    ref = transformers.Llama4ForCausalLM.from_pretrained(str(path), dtype=torch.bfloat16, attn_implementation="sdpa")
+    ref = ref.cuda().eval()
+    x = torch.randint(3, 160, (2, 37), generator=torch.Generator().manual_seed(1)).cuda()
+    with torch.no_grad():
+        want, got = ref(x).logits, ours(x)
+    agree = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
+    print(f"{kind}: bf16 CUDA rel err {rel_err(want, got):.2e}, argmax agreement {agree:.3f}, equal {torch.equal(want, got)}")
+    assert rel_err(want, got) <= 0.02 and agree >= 0.95
