@@ -27,8 +27,19 @@ class SwiGLU(nn.Module):
         return self.down_proj(h_TF)  # [..., D]
 
 
+def _grouped_mm_ok(x: torch.Tensor) -> bool:
+    """torch._grouped_mm (one kernel for many matmuls of different heights) exists in recent torch; on CUDA it
+    wants bfloat16 on Hopper or newer. Where it is not available the plain per-expert loop runs instead."""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    if x.device.type == "cpu":
+        return True
+    return x.device.type == "cuda" and x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
+
+
 class ExpertBank(nn.Module):
     """E independent SwiGLU experts in the checkpoint layout. `forward_expert(e, x)` runs one of them;
+    `forward_sorted(x_ND, counts_E)` runs each expert on its own contiguous slice of rows (sparse dispatch);
     `forward(x_ETD)` runs every expert on its own batch (the dense reference computation)."""
 
     def __init__(self, num_experts: int, dim: int, hidden: int):
@@ -42,6 +53,23 @@ class ExpertBank(nn.Module):
     def forward_expert(self, e: int, x_TD: torch.Tensor) -> torch.Tensor:
         gate_TF, up_TF = (x_TD @ self.gate_up_proj[e]).chunk(2, dim=-1)  # x W_gate, x W_up in one matmul
         return (F.silu(gate_TF) * up_TF) @ self.down_proj[e]  # [T, D]
+
+    def forward_sorted(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        """Rows of x_ND grouped by expert: the first counts_E[0] rows go to expert 0, the next counts_E[1] to
+        expert 1, and so on. Returns each row's expert output [N, D]."""
+        if _grouped_mm_ok(x_ND):  # fast path: one grouped kernel per projection, same result
+            offs_E = counts_E.cumsum(0).to(torch.int32)  # end row of each expert's slice
+            gate_NF, up_NF = torch._grouped_mm(x_ND, self.gate_up_proj, offs=offs_E).chunk(2, dim=-1)
+            return torch._grouped_mm(F.silu(gate_NF) * up_NF, self.down_proj, offs=offs_E)
+        # The readable loop. Unbind the weights once: indexing gate_up_proj[e] inside the loop would make autograd
+        # build a full-size gradient of the whole bank for every expert.
+        w1_E, w2_E = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+        ys = []
+        for e, x_nD in enumerate(x_ND.split(counts_E.tolist())):
+            if x_nD.shape[0]:
+                gate_nF, up_nF = (x_nD @ w1_E[e]).chunk(2, dim=-1)
+                ys.append((F.silu(gate_nF) * up_nF) @ w2_E[e])
+        return torch.cat(ys) if ys else x_ND.new_zeros(0, self.dim)
 
     def forward(self, x_ETD: torch.Tensor) -> torch.Tensor:
         gate_ETF, up_ETF = torch.bmm(x_ETD, self.gate_up_proj).chunk(2, dim=-1)

@@ -7,8 +7,9 @@ score multiplied into the expert's *input*. The reference implementation in tran
 token (with zero input for the tokens not routed there); here each expert only sees its own tokens:
 
 1. flatten the (token, slot) assignments and sort them by expert, so each expert's tokens are contiguous;
-2. gather those tokens, scale them by their scores, run one matmul pair per expert on its slice;
-3. add each result back to its token with `index_add` (the scatter-add combine).
+2. gather those tokens, scale them by their scores, run one matmul pair per expert on its slice
+   (`ExpertBank.forward_sorted`: a loop over experts, or one grouped-matmul kernel where torch has it);
+3. add each result back to its token with `index_add` (the scatter-add combine), then add the shared expert.
 """
 
 import torch
@@ -32,9 +33,8 @@ def dispatch(idx_TK: torch.Tensor, num_experts: int):
 def routed_experts(experts: ExpertBank, x_TD: torch.Tensor, routing: RouterOutput) -> torch.Tensor:
     """Σ_e expert_e(σ_e · x) over each token's chosen experts, computing only the chosen (token, expert) pairs."""
     token_N, slot_N, counts_E = dispatch(routing.indices, experts.num_experts)
-    x_ND = x_TD[token_N] * routing.scores.reshape(-1, 1)[slot_N]  # gather, score on the expert input
-    y_ND = torch.cat([experts.forward_expert(e, x_nD)  # one matmul pair per expert, on its contiguous slice
-                      for e, x_nD in enumerate(x_ND.split(counts_E.tolist())) if x_nD.shape[0]])
+    x_ND = x_TD.index_select(0, token_N) * routing.scores.reshape(-1, 1).index_select(0, slot_N)  # σ · x, by expert
+    y_ND = experts.forward_sorted(x_ND, counts_E)  # each expert on its own contiguous rows
     return torch.zeros_like(x_TD).index_add_(0, token_N, y_ND)  # scatter-add back to the tokens
 
 
@@ -50,6 +50,7 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterOutput]:
         x_TD = x.reshape(-1, x.shape[-1])  # routing is per token: fold batch and time
         routing = self.router(x_TD)
+        # routed sum first, then + shared: the reference's order, so even bfloat16 results are the same bits
         out_TD = self.shared_expert(x_TD) + routed_experts(self.experts, x_TD, routing)
         return out_TD.view_as(x), routing
 

@@ -66,7 +66,7 @@ def test_sparse_moe_equals_dense_all_experts(E, k):
     m = _moe(E, k)
     x = torch.randn(2, 33, 16, generator=g(1))
     out, routing = m(x)
-    torch.testing.assert_close(out.reshape(-1, 16), moe_dense_reference(m, x.reshape(-1, 16)), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.reshape(-1, 16), moe_dense_reference(m, x.reshape(-1, 16)), atol=1e-5, rtol=1e-5)
     assert routing.indices.shape == (66, k)
 
 
@@ -91,10 +91,24 @@ def test_dispatch_runs_each_expert_only_on_its_tokens(monkeypatch):
     assert counts_E.sum() == 80 and torch.equal(counts_E, torch.bincount(r.indices.flatten(), minlength=8))
     assert torch.equal(r.indices.flatten()[slot_N], r.indices.flatten().sort(stable=True).values)  # grouped by expert
     seen = {}
-    real = m.experts.forward_expert
-    monkeypatch.setattr(m.experts, "forward_expert", lambda e, xs: seen.setdefault(e, xs.shape[0]) and real(e, xs))
+    real = m.experts.forward_sorted
+    monkeypatch.setattr(m.experts, "forward_sorted", lambda xs, counts: seen.update(rows=xs.shape[0], counts=counts) or real(xs, counts))
     m(x)
-    assert seen == {e: int(c) for e, c in enumerate(counts_E) if c}
+    assert seen["rows"] == 80 and torch.equal(seen["counts"], counts_E)  # T·k rows in all, no dense padding
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_grouped_kernel_and_readable_loop_agree_with_one_expert_at_a_time(monkeypatch, grouped):
+    import minillama4.ffn as ffn
+    monkeypatch.setattr(ffn, "_grouped_mm_ok", lambda x: grouped)
+    bank = _moe(6, 1).experts
+    counts = torch.tensor([3, 0, 5, 1, 0, 7])
+    x = torch.randn(16, 16, generator=g(6), requires_grad=True)
+    y = bank.forward_sorted(x, counts)
+    want = torch.cat([bank.forward_expert(e, xs) for e, xs in enumerate(x.split(counts.tolist())) if len(xs)])
+    torch.testing.assert_close(y, want)
+    (y * torch.randn(y.shape, generator=g(7))).sum().backward()  # (grouped_mm's backward rejects an expanded grad)
+    assert bank.gate_up_proj.grad[1].abs().sum() == 0 and bank.gate_up_proj.grad[0].abs().sum() > 0  # unused expert
 
 
 def test_gradients_reach_router_experts_and_shared_expert_and_match_dense():
@@ -109,9 +123,9 @@ def test_gradients_reach_router_experts_and_shared_expert_and_match_dense():
     m.zero_grad()
     x.grad = None
     moe_dense_reference(m, x).pow(2).sum().backward()
-    for n, p in m.named_parameters():
-        torch.testing.assert_close(sparse[n], p.grad, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(gx, x.grad, atol=1e-5, rtol=1e-4)
+    for n, p in m.named_parameters():  # equal up to float32 summation order
+        assert (sparse[n] - p.grad).abs().max() <= 1e-5 * p.grad.abs().max(), n
+    assert (gx - x.grad).abs().max() <= 1e-5 * x.grad.abs().max()
 
 
 def test_chunked_mask_is_block_diagonal_causal():
