@@ -52,6 +52,16 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_grade(args) -> int:
+    from .grading import grade
+
+    results = grade(args.chapter, impl=args.impl)
+    if not results:
+        print(f"no graded exercises for chapter {args.chapter}", file=sys.stderr)
+        return 2
+    return 0 if all(r.passed for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minillama4", description="Llama 4 from scratch: tools for the course package")
     sub = p.add_subparsers(dest="command", required=True)
@@ -70,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: as stored")
     g.add_argument("--device", default="cpu")
     g.set_defaults(fn=cmd_generate)
+    gr = sub.add_parser("grade", help="score your graded exercises (exercises/chNN_*.py), one chapter or all")
+    gr.add_argument("chapter", nargs="?", type=int, help="chapter number, e.g. 1 (default: every chapter)")
+    gr.add_argument("--impl", choices=["exercises", "solutions"], default="exercises",
+                    help="grade your exercises/ (default) or the reference solutions/")
+    gr.set_defaults(fn=cmd_grade)
     return p
 
 

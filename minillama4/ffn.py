@@ -27,14 +27,15 @@ class SwiGLU(nn.Module):
         return self.down_proj(h_TF)  # [..., D]
 
 
-def _grouped_mm_ok(x: torch.Tensor) -> bool:
+def _grouped_mm_ok(x: torch.Tensor, dim: int = 8, hidden: int = 8) -> bool:
     """torch._grouped_mm (one kernel for many matmuls of different heights) exists in recent torch; on CUDA it
-    wants bfloat16 on Hopper or newer. Where it is not available the plain per-expert loop runs instead."""
+    wants bfloat16 on Hopper or newer and widths that are multiples of 8. Elsewhere the per-expert loop runs."""
     if not hasattr(torch, "_grouped_mm"):
         return False
     if x.device.type == "cpu":
         return True
-    return x.device.type == "cuda" and x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
+    return (x.device.type == "cuda" and x.dtype == torch.bfloat16 and dim % 8 == 0 and hidden % 8 == 0
+            and torch.cuda.get_device_capability(x.device)[0] >= 9)
 
 
 class ExpertBank(nn.Module):
@@ -57,7 +58,7 @@ class ExpertBank(nn.Module):
     def forward_sorted(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
         """Rows of x_ND grouped by expert: the first counts_E[0] rows go to expert 0, the next counts_E[1] to
         expert 1, and so on. Returns each row's expert output [N, D]."""
-        if _grouped_mm_ok(x_ND):  # fast path: one grouped kernel per projection, same result
+        if _grouped_mm_ok(x_ND, self.dim, self.hidden):  # fast path: one grouped kernel per projection, same result
             offs_E = counts_E.cumsum(0).to(torch.int32)  # end row of each expert's slice
             gate_NF, up_NF = torch._grouped_mm(x_ND, self.gate_up_proj, offs=offs_E).chunk(2, dim=-1)
             return torch._grouped_mm(F.silu(gate_NF) * up_NF, self.down_proj, offs=offs_E)

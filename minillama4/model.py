@@ -35,11 +35,14 @@ class DecoderLayer(nn.Module):
         else:
             self.feed_forward = SwiGLU(c.hidden_size, c.intermediate_size_mlp)
 
-    def forward(self, x_BTD, freqs_TP, positions_T, cache=None):
-        h_BTD = x_BTD + self.self_attn(self.input_layernorm(x_BTD), freqs_TP, positions_T, cache)
+    def forward(self, x_BTD, freqs_TP, positions_T, cache=None, return_attention: bool = False):
+        """→ (output, routing or None, attention weights [B, H, T, S] or None)"""
+        attn = self.self_attn(self.input_layernorm(x_BTD), freqs_TP, positions_T, cache, return_weights=return_attention)
+        attn_BTD, w_BHTS = attn if return_attention else (attn, None)
+        h_BTD = x_BTD + attn_BTD
         ffn = self.feed_forward(self.post_attention_layernorm(h_BTD))
         ffn_BTD, routing = ffn if self.is_moe else (ffn, None)
-        return h_BTD + ffn_BTD, routing
+        return h_BTD + ffn_BTD, routing, w_BHTS
 
 
 class Llama4(nn.Module):
@@ -77,10 +80,12 @@ class Llama4(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None, return_routing: bool = False,
-                last_only: bool = False):
+                return_attention: bool = False, last_only: bool = False):
         """input_ids [B, T] → logits [B, T, V] (or [B, 1, V] with last_only).
         With a cache, the tokens continue the cached sequence (positions cache.pos …) and are added to it.
-        return_routing=True also returns one RouterOutput per MoE layer: (logits, routing)."""
+        return_routing=True also returns one RouterOutput per MoE layer; return_attention=True also returns every
+        layer's attention weights [B, H, T, S] (computed explicitly, slower: for pictures). The result is then a
+        tuple: (logits, routing) / (logits, attention) / (logits, routing, attention)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
@@ -97,17 +102,19 @@ class Llama4(nn.Module):
         freqs_TP = rope_angles(positions_T, self.inv_freq)  # e^{j p ω}, shared by all RoPE layers
 
         x_BTD = self.embed_tokens(input_ids)
-        routings = []
+        routings, attentions = [], []
         for layer in self.layers:
-            x_BTD, routing = layer(x_BTD, freqs_TP, positions_T, cache)
+            x_BTD, routing, w_BHTS = layer(x_BTD, freqs_TP, positions_T, cache, return_attention)
             if routing is not None:
                 routings.append(routing)
+            attentions.append(w_BHTS)
         if cache is not None:
             cache.advance(T)
         if last_only:
             x_BTD = x_BTD[:, -1:]
         logits_BTV = self.lm_head(self.norm(x_BTD))
-        return (logits_BTV, routings) if return_routing else logits_BTV
+        extras = ([routings] if return_routing else []) + ([attentions] if return_attention else [])
+        return (logits_BTV, *extras) if extras else logits_BTV
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         return KVCache(self.config, batch_size, max_len, dtype=self.dtype, device=self.device)

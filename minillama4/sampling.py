@@ -3,6 +3,16 @@
 import torch
 
 
+def top_p_filter(probs_BV: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probabilities add up to at least top_p; zero the rest and
+    renormalise. The most likely token always stays."""
+    p_sorted, order = probs_BV.sort(-1, descending=True)
+    drop = p_sorted.cumsum(-1) - p_sorted >= top_p  # mass strictly before this token already reaches top_p
+    p_sorted = p_sorted.masked_fill(drop, 0.0)
+    kept = torch.zeros_like(probs_BV).scatter_(-1, order, p_sorted)
+    return kept / kept.sum(-1, keepdim=True)
+
+
 def sample_next_token(logits_BV: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """temperature 0 → argmax. Otherwise sample from softmax(logits / temperature), restricted to the smallest set
@@ -13,8 +23,5 @@ def sample_next_token(logits_BV: torch.Tensor, temperature: float = 0.0, top_p: 
         return logits_BV.argmax(-1)
     probs_BV = torch.softmax(logits_BV.float() / temperature, dim=-1)
     if top_p < 1:
-        p_sorted, order = probs_BV.sort(-1, descending=True)
-        drop = p_sorted.cumsum(-1) - p_sorted >= top_p  # tokens entirely beyond the top_p mass (the first always stays)
-        p_sorted = p_sorted.masked_fill(drop, 0.0)
-        probs_BV = torch.zeros_like(probs_BV).scatter_(-1, order, p_sorted)
+        probs_BV = top_p_filter(probs_BV, top_p)
     return torch.multinomial(probs_BV, 1, generator=generator).squeeze(-1)

@@ -68,3 +68,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture
 def scout_ckpt(tmp_path):
     return write_hf_checkpoint(tmp_path / "scout", "scout")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--impl", choices=["solutions", "exercises"], default="solutions",
+                     help="which implementation the graded-exercise tests (tests/exercises) run: the reference "
+                          "solutions/ (all must pass) or the learner's exercises/ (untouched stubs: none pass)")

@@ -127,3 +127,21 @@ def test_training_step_updates_every_kind_of_weight():
     loss.backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_return_attention_gives_each_layers_weights_and_the_same_logits():
+    torch.manual_seed(0)
+    cfg = minillama4.Llama4Config.preset("toy").replace(attention_chunk_size=8)
+    model = minillama4.Llama4(cfg).eval()
+    ids = torch.randint(0, cfg.vocab_size, (2, 20))
+    with torch.no_grad():
+        plain = model(ids)
+        logits, routing, attn = model(ids, return_routing=True, return_attention=True)
+    torch.testing.assert_close(logits, plain, atol=1e-5, rtol=1e-5)
+    assert len(routing) == len(cfg.moe_layers) and len(attn) == cfg.num_hidden_layers
+    for i, w in enumerate(attn):
+        assert w.shape == (2, cfg.num_attention_heads, 20, 20)
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, cfg.num_attention_heads, 20))
+        q, k = torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij")
+        allowed = (k <= q) & ((k // 8 == q // 8) if cfg.uses_rope(i) else True)
+        assert (w[:, :, ~allowed] == 0).all()  # chunked on RoPE layers, global causal on NoPE layers

@@ -1,0 +1,45 @@
+"""Chapter 01 exercises: RMSNorm, SwiGLU, and a bank of experts in the checkpoint layout.
+
+Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
+whole chapter with `minillama4 grade 1`. Shapes: T tokens, D model width, F hidden width, E experts.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x_TD: torch.Tensor, weight_D: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm(x) = x / sqrt(mean(x²) + eps) · w, over the last dimension.
+    Compute the normalisation in float32, cast back to x's dtype, then multiply by the weight (Llama 4's order)."""
+    ### BEGIN SOLUTION
+    xf = x_TD.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)  # x / √(mean(x²) + ε)
+    return normed.type_as(x_TD) * weight_D
+    ### END SOLUTION
+
+
+def swiglu(x_TD: torch.Tensor, w_gate_FD: torch.Tensor, w_up_FD: torch.Tensor, w_down_DF: torch.Tensor) -> torch.Tensor:
+    """SwiGLU(x) = (silu(x W_gateᵀ) ⊙ (x W_upᵀ)) W_downᵀ, with nn.Linear-style weights [out, in]."""
+    ### BEGIN SOLUTION
+    h_TF = F.silu(x_TD @ w_gate_FD.t()) * (x_TD @ w_up_FD.t())  # silu(x W_gate) ⊙ x W_up
+    return h_TF @ w_down_DF.t()  # [T, D]
+    ### END SOLUTION
+
+
+def expert_forward(x_TD: torch.Tensor, gate_up_proj_ED2F: torch.Tensor, down_proj_EFD: torch.Tensor,
+                   e: int) -> torch.Tensor:
+    """Expert e of a bank stored as checkpoints store it: gate_up_proj [E, D, 2F] (first F columns = gate, last F =
+    up) and down_proj [E, F, D], both used as x @ W (no transpose). Returns [T, D]."""
+    ### BEGIN SOLUTION
+    gate_TF, up_TF = (x_TD @ gate_up_proj_ED2F[e]).chunk(2, dim=-1)  # one matmul for gate and up
+    return (F.silu(gate_TF) * up_TF) @ down_proj_EFD[e]
+    ### END SOLUTION
+
+
+def all_experts_forward(x_ETD: torch.Tensor, gate_up_proj_ED2F: torch.Tensor, down_proj_EFD: torch.Tensor) -> torch.Tensor:
+    """Every expert on its own batch of tokens at once: x_ETD [E, T, D] → [E, T, D]. Use batched matmuls
+    (torch.bmm or @ on 3-D tensors), no Python loop over experts."""
+    ### BEGIN SOLUTION
+    gate_ETF, up_ETF = torch.bmm(x_ETD, gate_up_proj_ED2F).chunk(2, dim=-1)
+    return torch.bmm(F.silu(gate_ETF) * up_ETF, down_proj_EFD)
+    ### END SOLUTION
