@@ -152,7 +152,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     model.load_state_dict(loaded, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
-    model.reset_rope()
+    model.reset_buffers()
     return model.eval()
 
 

@@ -63,10 +63,15 @@ class Llama4(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=self.config.initializer_range)
 
-    def reset_rope(self) -> None:
-        """Recompute the (non-persistent) RoPE frequencies, e.g. after building the model on the meta device."""
-        c = self.config
-        self.inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling).to(self.embed_tokens.weight.device)
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent buffers (RoPE frequencies, routers' selection biases = 0) on the weights'
+        device, e.g. after building the model on the meta device and loading a checkpoint."""
+        c, device = self.config, self.embed_tokens.weight.device
+        self.inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling).to(device)
+        for layer in self.layers:
+            if layer.is_moe:
+                router = layer.feed_forward.router
+                router.selection_bias = torch.zeros(router.weight.shape[0], device=device)
 
     @property
     def device(self) -> torch.device:

@@ -5,6 +5,10 @@
     score  = σ(logits[idx])              (sigmoid of the chosen logits only: no softmax, no renormalisation)
 
 The score later multiplies the expert's *input* (`σ · x` goes into the expert), not its output.
+
+`selection_bias` (zeros unless a training recipe changes it; not part of checkpoints) is added to the logits for
+*choosing* experts only, never to the scores: the auxiliary-loss-free balancing of DeepSeek-V3 (arXiv 2412.19437)
+nudges it up for under-used experts and down for over-used ones. Llama 4's released code has no such term.
 """
 
 from typing import NamedTuple
@@ -24,10 +28,15 @@ class Router(nn.Module):
         super().__init__()
         self.top_k = top_k
         self.weight = nn.Parameter(torch.empty(num_experts, dim))  # W_r [E, D]
+        self.register_buffer("selection_bias", torch.zeros(num_experts), persistent=False)  # b_E, selection only
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x_TD: torch.Tensor) -> RouterOutput:
         logits_TE = x_TD @ self.weight.t()
-        top_TK, idx_TK = torch.topk(logits_TE, self.top_k, dim=-1)
+        if self.selection_bias.any():  # aux-loss-free balancing: choose by logits + b, score by the logits alone
+            idx_TK = torch.topk(logits_TE + self.selection_bias.to(logits_TE.dtype), self.top_k, dim=-1).indices
+            top_TK = logits_TE.gather(-1, idx_TK)
+        else:
+            top_TK, idx_TK = torch.topk(logits_TE, self.top_k, dim=-1)
         scores_TK = torch.sigmoid(top_TK.float()).to(x_TD.dtype)  # σ in float32, like the reference
         return RouterOutput(logits_TE, idx_TK, scores_TK)

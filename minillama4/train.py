@@ -119,9 +119,10 @@ def make_optimizer(model: Llama4, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def train(model: Llama4, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: TrainConfig, progress: bool = True,
-          desc: str = "training", on_eval=None) -> History:
+          desc: str = "training", on_eval=None, on_step=None) -> History:
     """Train in place; returns the History. on_eval(step, history) is called after each evaluation
-    (e.g. a notebook dashboard)."""
+    (e.g. a notebook dashboard); on_step(step, routing) after each optimizer step, with that batch's router outputs
+    (e.g. to update aux-loss-free balancing biases)."""
     import time
 
     from tqdm.auto import tqdm
@@ -136,11 +137,13 @@ def train(model: Llama4, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: Tr
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         x, y = get_batch(train_ids, cfg.batch_size, cfg.seq_len, g)
-        loss, ce, _ = lm_loss(model, x, y, cfg)
+        loss, ce, routing = lm_loss(model, x, y, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if on_step is not None:
+            on_step(step, routing)
         hist.steps.append(step)
         hist.train_loss.append(ce.item())
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:

@@ -193,3 +193,16 @@ def test_eager_weights_path_equals_sdpa_path():
         out, w = a(x, freqs, pos, return_weights=True)
         torch.testing.assert_close(out, a(x, freqs, pos), atol=1e-6, rtol=1e-5)
         assert torch.equal(w[0, 0] > 0, attention_mask(pos, pos, a.chunk_size))
+
+
+def test_selection_bias_changes_the_choice_but_not_the_score():
+    from minillama4.router import Router
+    torch.manual_seed(0)
+    r = Router(8, 4, 1)
+    x = torch.randn(50, 8)
+    base = r(x)
+    r.selection_bias[:] = torch.tensor([0.0, 0.0, 0.0, 100.0])  # everyone picks expert 3
+    biased = r(x)
+    assert (biased.indices == 3).all()
+    torch.testing.assert_close(biased.scores[:, 0], torch.sigmoid(base.logits[:, 3]))  # σ of the raw logit
+    assert "selection_bias" not in r.state_dict()  # never written to checkpoints
