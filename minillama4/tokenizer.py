@@ -110,7 +110,7 @@ class BPETokenizer:
         ids = []
         parts = self._special_re.split(text) if allow_special else [text]
         for part in parts:
-            if part in self.special_ids:
+            if allow_special and part in self.special_ids:
                 ids.append(self.special_ids[part])
                 continue
             for word in PRETOKENIZE.findall(part):

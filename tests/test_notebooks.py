@@ -1,0 +1,57 @@
+"""The notebooks as committed: every one is collected by the test run (nbval executes it in CI), every one carries
+the outputs of a real run, and every graded exercise of a chapter has its check(...) cell in that chapter."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minillama4.grading import CHAPTERS, exercises
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHAPTER_FILES = {0: "00_tour", 1: "01_swiglu_experts", 2: "02_router_scatter_add", 3: "03_moe_layer",
+                 4: "04_attention_irope", 5: "05_decoder_generation"}
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def test_the_text_model_chapters_exist():
+    names = {p.stem for p in NOTEBOOKS}
+    assert set(CHAPTER_FILES.values()) <= names, f"missing: {set(CHAPTER_FILES.values()) - names}"
+
+
+def test_every_notebook_is_collected_by_the_test_run():
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                       cwd=ROOT, capture_output=True, text=True)
+    collected = {line.split("::")[0] for line in r.stdout.splitlines() if ".ipynb::" in line}
+    missing = [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS if p.relative_to(ROOT).as_posix() not in collected]
+    assert not missing, f"notebooks that the test run does not execute: {missing}\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_with_the_outputs_of_a_full_run(path):
+    code = [c for c in _cells(path) if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert code, f"{path.name} has no code"
+    not_run = [i for i, c in enumerate(code) if c.get("execution_count") is None]
+    assert not not_run, f"{path.name}: code cells {not_run} were never executed"
+    counts = [c["execution_count"] for c in code]
+    assert counts == sorted(counts), f"{path.name}: cells were run out of order {counts}"
+    assert sum(bool(c.get("outputs")) for c in code) >= len(code) // 2, f"{path.name}: most cells have no output"
+    errors = [o.get("ename") for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{path.name}: committed with errors {errors}"
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+def test_each_exercise_has_a_check_cell_in_its_chapter(chapter):
+    path = ROOT / "notebooks" / f"{CHAPTER_FILES[chapter]}.ipynb"
+    source = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
+    assert f"load_impl({chapter})" in source
+    checked = set(re.findall(r"check\(\s*[\"'](\w+)[\"']", source))
+    missing = {e.name for e in exercises(chapter)} - checked
+    assert not missing, f"{path.name} has no check(...) cell for {sorted(missing)}"
