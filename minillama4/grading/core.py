@@ -59,6 +59,9 @@ class Result:
     def passed(self) -> bool:
         return self.status == "pass"
 
+    def _ipython_display_(self) -> None:
+        """check() already printed the verdict: a notebook cell ending in check(...) shows it once, not twice."""
+
     def line(self) -> str:
         icon = {"pass": "✅", "todo": "⏳", "fail": "❌", "error": "❌"}[self.status]
         text = {"pass": "passed", "todo": "not implemented yet"}.get(self.status, self.message)
