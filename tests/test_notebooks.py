@@ -26,6 +26,12 @@ def test_the_text_model_chapters_exist():
     assert set(CHAPTER_FILES.values()) <= names, f"missing: {set(CHAPTER_FILES.values()) - names}"
 
 
+def test_no_unexpected_notebook_names():
+    assert {p.stem for p in NOTEBOOKS} <= set(CHAPTER_FILES.values()) | {"06_early_fusion", "07_distillation",
+                                                                          "08_sft", "09_online_rl", "10_dpo",
+                                                                          "11_scout_on_h100", "explore"}
+
+
 def test_every_notebook_is_collected_by_the_test_run():
     r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
                        cwd=ROOT, capture_output=True, text=True)
