@@ -4,11 +4,8 @@ import torch
 
 from ..ffn import ExpertBank, SwiGLU
 from ..norm import RMSNorm
-from .core import Case, Exercise, register
+from .core import seeded as _g, Case, Exercise, register
 
-
-def _g(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _rms_cases():

@@ -6,11 +6,8 @@ import torch
 
 from ..moe import MoE, dispatch, moe_dense_reference, routed_experts
 from ..router import Router
-from .core import Case, Exercise, register
+from .core import seeded as _g, Case, Exercise, register
 
-
-def _g(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _tie_free(logits_TE: torch.Tensor, k: int) -> bool:

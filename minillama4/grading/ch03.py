@@ -7,11 +7,8 @@ from ..balancing import bias_update, expert_counts
 from ..config import Llama4Config
 from ..losses import load_balancing_loss, router_z_loss
 from ..moe import MoE
-from .core import Case, Exercise, register
+from .core import seeded as _g, Case, Exercise, register
 
-
-def _g(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _top_k_gap(logits_TE: torch.Tensor, k: int) -> float:

@@ -6,11 +6,8 @@ import torch
 from ..attention import Attention, attention_mask, temperature_scale
 from ..config import Llama4Config
 from ..rope import apply_rope, inverse_frequencies, rope_angles
-from .core import Case, Exercise, register
+from .core import seeded as _g, Case, Exercise, register
 
-
-def _g(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _rope_cases():

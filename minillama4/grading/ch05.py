@@ -8,11 +8,8 @@ from ..config import Llama4Config
 from ..model import Llama4
 from ..rope import rope_angles
 from ..sampling import sample_next_token, top_p_filter
-from .core import Case, Exercise, register
+from .core import seeded as _g, Case, Exercise, register
 
-
-def _g(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _toy_model(seed: int, **over) -> Llama4:

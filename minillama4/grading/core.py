@@ -68,6 +68,11 @@ class Result:
         return f"{icon} {self.name}: {text}"
 
 
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator for one case's inputs: each case draws from its own seed, so their order never matters."""
+    return torch.Generator().manual_seed(seed)
+
+
 _REGISTRY: dict[str, Exercise] = {}
 
 
