@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from minillama4.grading import CHAPTERS, exercises
+from minillama4.grading import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHAPTER_FILES = {0: "00_tour", 1: "01_swiglu_experts", 2: "02_router_scatter_add", 3: "03_moe_layer",
-                 4: "04_attention_irope", 5: "05_decoder_generation"}
+                 4: "04_attention_irope", 5: "05_decoder_generation", 6: "06_early_fusion", 7: "07_distillation",
+                 8: "08_sft", 9: "09_online_rl", 10: "10_dpo", 11: "11_scout_on_h100"}
+TEXT_CHAPTERS = range(6)  # chapters 00-05 must exist; later ones are checked once their notebook is written
 
 
 def _cells(path):
@@ -23,7 +25,8 @@ def _cells(path):
 
 def test_the_text_model_chapters_exist():
     names = {p.stem for p in NOTEBOOKS}
-    assert set(CHAPTER_FILES.values()) <= names, f"missing: {set(CHAPTER_FILES.values()) - names}"
+    wanted = {CHAPTER_FILES[n] for n in TEXT_CHAPTERS}
+    assert wanted <= names, f"missing: {wanted - names}"
 
 
 def test_every_notebook_is_collected_by_the_test_run():
@@ -47,7 +50,7 @@ def test_committed_with_the_outputs_of_a_full_run(path):
     assert not errors, f"{path.name}: committed with errors {errors}"
 
 
-@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+@pytest.mark.parametrize("chapter", sorted({e.chapter for e in exercises()}))
 def test_each_exercise_has_a_check_cell_in_its_chapter(chapter):
     path = ROOT / "notebooks" / f"{CHAPTER_FILES[chapter]}.ipynb"
     source = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")

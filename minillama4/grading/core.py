@@ -24,6 +24,12 @@ CHAPTERS = {
     3: "ch03_moe_layer",
     4: "ch04_attention_irope",
     5: "ch05_decoder_generation",
+    6: "ch06_early_fusion",
+    7: "ch07_distillation",
+    8: "ch08_sft",
+    9: "ch09_online_rl",
+    10: "ch10_dpo",
+    11: "ch11_scout_on_h100",
 }
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # float32 comparisons in every graded case
 TIMEOUT_S = 30.0  # per exercise: an endless loop fails instead of hanging the grader
