@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .losses import load_balancing_loss, router_z_loss
-from .model import Llama4
+from ..losses import load_balancing_loss, router_z_loss
+from ..model import Llama4
 
 
 def seed_everything(seed: int) -> None:
