@@ -28,9 +28,12 @@ class SwiGLU(nn.Module):
 
 
 def _grouped_mm_ok(x: torch.Tensor, dim: int = 8, hidden: int = 8) -> bool:
-    """torch._grouped_mm (one kernel for many matmuls of different heights) exists in recent torch; on CUDA it
-    wants bfloat16 on Hopper or newer and widths that are multiples of 8. Elsewhere the per-expert loop runs."""
+    """torch._grouped_mm (one kernel for many matmuls of different heights) exists in recent torch. Every row of
+    its operands must start on a 16-byte boundary (D and F in bytes multiples of 16); on CUDA it also wants
+    bfloat16 on Hopper or newer. Elsewhere the per-expert loop runs."""
     if not hasattr(torch, "_grouped_mm"):
+        return False
+    if (dim * x.element_size()) % 16 or (hidden * x.element_size()) % 16:
         return False
     if x.device.type == "cpu":
         return True

@@ -70,6 +70,17 @@ def test_sparse_moe_equals_dense_all_experts(E, k):
     assert routing.indices.shape == (66, k)
 
 
+@pytest.mark.parametrize("D, Fh", [(8, 6), (6, 8), (5, 7), (12, 20)])
+def test_sparse_moe_works_for_any_width(D, Fh):
+    # widths whose rows are not 16-byte aligned cannot use the grouped-matmul kernel: the loop must take over
+    m = _moe(4, 2, D=D, Fh=Fh)
+    x = torch.randn(30, D, generator=g(3), requires_grad=True)
+    out, _ = m(x)
+    torch.testing.assert_close(out, moe_dense_reference(m, x), atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert x.grad.isfinite().all() and m.experts.gate_up_proj.grad.abs().sum() > 0
+
+
 def test_score_multiplies_the_expert_input_not_its_output():
     m = _moe(4, 1)
     x = torch.randn(20, 16, generator=g(2))
