@@ -78,3 +78,30 @@ class KVCache:
     def bytes_per_token(self) -> int:
         """Bytes of K and V one more token of context costs once past the first chunk (the NoPE layers only)."""
         return sum(2 * L.k[:, :, 0].numel() * L.k.element_size() for L in self.layers if L.chunk_size is None)
+
+    def used_bytes(self) -> int:
+        """Bytes of K and V holding tokens the next query can still see (the current chunk for RoPE layers, the whole
+        past for NoPE layers): what a cache that grew on demand would hold now."""
+        return sum(2 * L.length * L.k[:, :, 0].numel() * L.k.element_size() for L in self.layers)
+
+    def memory_report(self) -> str:
+        """One line: allocated, in use, and the per-token cost past the first chunk."""
+        return (f"KV cache: {self.nbytes() / 2**20:.2f} MiB allocated for {self.max_len} tokens, "
+                f"{self.used_bytes() / 2**20:.2f} MiB in use at {self.pos} tokens, "
+                f"{self.bytes_per_token() / 1024:.1f} KiB per further token (NoPE layers only)")
+
+
+def kv_cache_bytes(config: Llama4Config, num_tokens: int, batch_size: int = 1, dtype_bytes: int = 2,
+                   chunk_aware: bool = True) -> int:
+    """Bytes of keys and values for num_tokens of context, from the config alone. A NoPE layer keeps every token;
+    a chunked RoPE layer keeps at most C = attention_chunk_size tokens when chunk_aware (all of them otherwise).
+
+        bytes = Σ_layers kept_tokens · 2 (K and V) · batch · kv_heads · head_dim · dtype_bytes
+
+    Scout in bf16: 192 KiB per token naively; chunk-aware, 36 layers × 8192 tokens (1.125 GiB) + 48 KiB per token."""
+    if num_tokens < 0:
+        raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+    per_token_layer = 2 * batch_size * config.num_key_value_heads * config.head_dim * dtype_bytes
+    C = config.attention_chunk_size
+    return sum(per_token_layer * (min(num_tokens, C) if chunk_aware and config.is_chunked(i) else num_tokens)
+               for i in range(config.num_hidden_layers))

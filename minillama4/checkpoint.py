@@ -19,15 +19,18 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from torch import nn
+from tqdm.auto import tqdm
 from safetensors.torch import save_file
 
 from .config import Llama4Config
 from .model import Llama4
+from .quant import GROUP_SIZE, Int4ExpertBank, Int4Linear, int4_swiglu
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 _TEXT_PREFIXES = ("language_model.model.", "language_model.", "model.")  # longest first
-_VISION_PREFIXES = ("vision_model.", "multi_modal_projector.")  # read by the multimodal model, skipped here
+_VISION_PREFIXES = ("vision_model.", "multi_modal_projector.")  # same names in our model; skipped by text-only configs
 
 
 class CheckpointError(ValueError):
@@ -47,6 +50,12 @@ def load_config(path: str | os.PathLike) -> Llama4Config:
 
 
 def _refuse_pickles(path: Path) -> None:
+    if (path / "params.json").is_file() and any(path.glob("consolidated.*.pth")):
+        raise CheckpointError(
+            f"{path}: this is Meta's original Llama 4 format (params.json + consolidated.NN.pth: model-parallel shards "
+            "with fused wqkv and flattened expert weights). minillama4 reads the Hugging Face format (config.json + "
+            "*.safetensors): use the model's Hugging Face repository, or convert with transformers' "
+            "models/llama4/convert_llama4_weights_to_hf.py. The .pth files are pickles, which minillama4 never loads.")
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".pkl"))
     if pickles:
         raise CheckpointError(
@@ -90,10 +99,10 @@ def _open(file: Path):
         raise CheckpointError(f"{file}: not a readable safetensors file (truncated or corrupt?): {e}") from None
 
 
-def _our_name(hf_name: str) -> str | None:
-    """HF tensor name → minillama4 parameter name; None for vision tensors."""
+def _our_name(hf_name: str, vision: bool) -> str | None:
+    """HF tensor name → minillama4 parameter name; None for vision tensors when the config has no vision_config."""
     if hf_name.startswith(_VISION_PREFIXES):
-        return None
+        return hf_name if vision else None
     for prefix in _TEXT_PREFIXES:
         if hf_name.startswith(prefix):
             return hf_name[len(prefix):]
@@ -101,10 +110,12 @@ def _our_name(hf_name: str) -> str | None:
 
 
 def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                    quantize: str | None = None) -> Llama4:
-    """Build a Llama4 from a Hugging Face checkpoint directory. dtype None keeps the stored dtype."""
-    if quantize is not None:
-        raise ValueError(f"quantize={quantize!r} is not supported by this version (only None); int4 comes with the H100 loader")
+                    quantize: str | None = None, progress: bool | None = None) -> Llama4:
+    """Build a Llama4 from a Hugging Face checkpoint directory. dtype None keeps the stored dtype.
+    quantize="int4": stream the shards, quantizing the routed and shared experts on `device` as they arrive
+    (see `_load_int4`). progress: a progress bar over shards and GB (None: only on a terminal)."""
+    if quantize not in (None, "int4"):
+        raise ValueError(f"quantize={quantize!r} is not supported; choose None or 'int4'")
     path = Path(path)
     files = checkpoint_files(path)
     config = load_config(path)
@@ -115,7 +126,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     found: dict[str, str] = {}
     unexpected = []
     for hf_name in files:
-        ours = _our_name(hf_name)
+        ours = _our_name(hf_name, config.vision_config is not None)
         if ours is None:
             continue
         if ours not in expected and not (ours == "lm_head.weight" and config.tie_word_embeddings):
@@ -128,6 +139,8 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(f"{path}: missing tensor(s): {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    if quantize == "int4":
+        return _load_int4(model, files, found, dtype, device, progress)
 
     by_file: dict[Path, list[str]] = {}
     for ours, hf_name in found.items():
@@ -156,15 +169,88 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     return model.eval()
 
 
+def _load_int4(model: Llama4, files: dict[str, Path], found: dict[str, str], dtype, device, progress,
+               group_size: int = GROUP_SIZE) -> Llama4:
+    """The streaming int4 loader. The MoE layers' experts and shared experts are swapped for empty int4 modules;
+    then the shards are read one at a time (memory-mapped), and each tensor is moved to `device` and either placed
+    (attention, norms, router, embeddings, lm_head: in `dtype`) or quantized there, one expert at a time, and
+    dropped. So the memory in use is the quantized model so far plus one tensor being read, never the bf16 model."""
+    config, device = model.config, torch.device(device)
+    for layer in model.layers:  # meta → empty int4 modules (the buffers arrive with the shards)
+        if layer.is_moe:
+            moe = layer.feed_forward
+            moe.experts = Int4ExpertBank(config.num_local_experts, config.hidden_size, config.intermediate_size, group_size)
+            moe.shared_expert = int4_swiglu(config.hidden_size, config.intermediate_size, group_size)
+    by_file: dict[Path, list[str]] = {}
+    for ours, hf_name in found.items():
+        by_file.setdefault(files[hf_name], []).append(ours)
+    total = sum(f.stat().st_size for f in by_file)
+    report = []
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=None if progress is None else not progress,
+               desc=f"int4 load: shard 0/{len(by_file)}")
+    for i, (file, names) in enumerate(sorted(by_file.items()), 1):
+        bar.set_description(f"int4 load: shard {i}/{len(by_file)}")
+        with _open(file) as f:
+            for ours in names:
+                module_name, _, leaf = ours.rpartition(".")
+                module = model.get_submodule(module_name)
+                if isinstance(module, Int4ExpertBank):
+                    want = (module.num_experts, module.dim, 2 * module.hidden) if leaf == "gate_up_proj" else \
+                        (module.num_experts, module.hidden, module.dim)
+                    t = _read_tensor(f, file, found[ours], want).to(device)
+                    report += (module.load_gate_up if leaf == "gate_up_proj" else module.load_down)(t, found[ours])
+                elif isinstance(module, Int4Linear):
+                    t = _read_tensor(f, file, found[ours], (module.out_features, module.in_features)).to(device)
+                    report.append(module.set_weight(t, found[ours]))
+                else:
+                    t = _read_tensor(f, file, found[ours], tuple(getattr(module, leaf).shape))
+                    if dtype is None:
+                        dtype = t.dtype
+                    # copy: a tensor that aliased the memory-mapped shard would keep the whole file mapped
+                    setattr(module, leaf, nn.Parameter(t.to(device=device, dtype=dtype, copy=True), requires_grad=False))
+                del t  # the full-precision tensor goes here: only its quantized form stays
+        bar.update(file.stat().st_size)
+    bar.close()
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    model.reset_buffers()
+    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if left:
+        raise CheckpointError(f"int4 load left tensors unfilled (a bug): {', '.join(left[:5])}")
+    model.quant_report = report
+    return model.eval()
+
+
+def _read_tensor(f, file: Path, hf_name: str, want: tuple) -> torch.Tensor:
+    """One tensor from an open shard, after checking its shape; corrupt data is a CheckpointError naming it."""
+    try:
+        got = tuple(f.get_slice(hf_name).get_shape())
+        if got != tuple(want):
+            raise CheckpointError(f"{file.name}: tensor {hf_name} has shape {list(got)}, expected {list(want)} from config.json")
+        return f.get_tensor(hf_name)
+    except SafetensorError as e:
+        raise CheckpointError(f"{file}: cannot read tensor {hf_name} (truncated or corrupt?): {e}") from None
+
+
+def _hf_name(name: str, vision: bool) -> str:
+    """minillama4 parameter name → HF tensor name (Llama4ForCausalLM, or Llama4ForConditionalGeneration with vision)."""
+    if vision:
+        if name.startswith(_VISION_PREFIXES):
+            return name
+        return "language_model." + (name if name == "lm_head.weight" else "model." + name)
+    return name if name == "lm_head.weight" else "model." + name
+
+
 def save_pretrained(model: Llama4, path: str | os.PathLike, max_shard_bytes: int | None = None) -> None:
-    """Write `config.json` and safetensors weights in the Llama4ForCausalLM layout that transformers loads.
+    """Write `config.json` and safetensors weights in the layout that transformers loads: Llama4ForCausalLM, or
+    Llama4ForConditionalGeneration for a model with a vision_config.
     With max_shard_bytes, split into `model-0000i-of-0000n.safetensors` shards plus an index."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {("lm_head.weight" if k == "lm_head.weight" else "model." + k): v.detach().contiguous().cpu()
-             for k, v in model.state_dict().items()}
+    vision = model.config.vision_config is not None
+    state = {_hf_name(k, vision): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight")
+        state.pop(_hf_name("lm_head.weight", vision))
     hf = model.config.to_hf()
     hf["dtype"] = str(model.dtype).removeprefix("torch.")
     (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")

@@ -3,6 +3,9 @@
     minillama4 info --preset scout          layer plan, parameter counts, KV-cache cost of a config
     minillama4 info CHECKPOINT_DIR          the same for a Hugging Face checkpoint directory
     minillama4 generate CHECKPOINT_DIR --ids 1 5 9 --max-new-tokens 20    greedy (or sampled) continuation of token ids
+    minillama4 generate CHECKPOINT_DIR --prompt "Once upon"     the same for text (the checkpoint's tokenizer.json)
+    minillama4 chat --checkpoint CHECKPOINT_DIR [--quantize int4]   chat, streaming the replies
+    minillama4 posttrain --profile ci --out runs/ci    base → SFT → RL → DPO on the toy model; report.json + plots
 """
 
 from __future__ import annotations
@@ -43,13 +46,116 @@ def cmd_info(args) -> int:
 
 def cmd_generate(args) -> int:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, None: None}[args.dtype]
-    model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device)
+    if args.prompt is not None:  # text in, text streamed out
+        tok = _load_tokenizer(args.checkpoint)
+        model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device, quantize=args.quantize)
+        _check_vocab(tok, model)
+        gen = torch.Generator(device=args.device).manual_seed(args.seed)
+        stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
+        ids = stream_generate(model, tok.encode(args.prompt), args.max_new_tokens, args.temperature, args.top_p, stop, gen)
+        _print_stream(tok, ids)
+        return 0
+    model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device, quantize=args.quantize)
     ids = torch.tensor([args.ids], device=args.device)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
     out = model.generate(ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                          eos_token_id=model.config.eos_token_id, generator=gen)
     print(" ".join(str(t) for t in out[0, len(args.ids):].tolist()))
     return 0
+
+
+def _eos_list(eos) -> list[int]:
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+
+def _load_tokenizer(checkpoint):
+    from .hf_tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(checkpoint)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+
+
+def _check_vocab(tok, model) -> None:
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"tokenizer.json has {tok.vocab_size} tokens but the model's vocab_size is "
+                         f"{model.config.vocab_size}: they do not belong together")
+
+
+@torch.no_grad()
+def stream_generate(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                    stop_ids=(), generator: torch.Generator | None = None):
+    """Yield the new token ids one at a time as they are sampled (batch 1, KV cache); stop after max_new_tokens or
+    at a stop token (not yielded). A prompt plus max_new_tokens that overflow the context is an error up front."""
+    from .sampling import sample_next_token
+
+    n, limit = len(prompt_ids), model.config.max_position_embeddings
+    if n == 0:
+        raise ValueError("empty prompt: nothing to continue")
+    if n + max_new_tokens > limit:
+        raise ValueError(f"prompt of {n} tokens + {max_new_tokens} new tokens exceeds the model's context of {limit} "
+                         "tokens; shorten the conversation or ask for fewer tokens")
+    cache = model.new_cache(1, n + max_new_tokens)
+    step = torch.tensor([prompt_ids], device=model.device)
+    for _ in range(max_new_tokens):
+        logits_V = model(step, cache=cache, last_only=True)[0, -1]
+        nxt = int(sample_next_token(logits_V[None], temperature, top_p, generator)[0])
+        if nxt in stop_ids:
+            return
+        yield nxt
+        step = torch.tensor([[nxt]], device=model.device)
+
+
+def _print_stream(tok, ids, out=None) -> list[int]:
+    """Print the text of a stream of token ids as it grows (holding back an unfinished UTF-8 character)."""
+    out = out or sys.stdout
+    got, shown = [], ""
+    for i in ids:
+        got.append(i)
+        text = tok.decode(got)
+        if not text.endswith("\ufffd"):
+            out.write(text[len(shown):])
+            out.flush()
+            shown = text
+    out.write(tok.decode(got)[len(shown):] + "\n")
+    out.flush()
+    return got
+
+
+def cmd_chat(args) -> int:
+    """A conversation on the terminal: each line you type is a user message; the reply streams as it is written."""
+    from .chat import format_chat
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, None: None}[args.dtype]
+    tok = _load_tokenizer(args.checkpoint)
+    model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device, quantize=args.quantize)
+    _check_vocab(tok, model)
+    stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    lines = args.prompt if args.prompt else _read_lines()
+    for line in lines:
+        if line.strip() in ("/exit", "/quit"):
+            break
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        prompt = tok.encode(format_chat(messages, add_generation_prompt=True))
+        if not args.prompt and sys.stdout.isatty():
+            print("assistant> ", end="", flush=True)
+        reply = _print_stream(tok, stream_generate(model, prompt, args.max_new_tokens, args.temperature, args.top_p,
+                                                   stop, gen))
+        messages.append({"role": "assistant", "content": tok.decode(reply)})
+    return 0
+
+
+def _read_lines():
+    while True:
+        try:
+            yield input("you> " if sys.stdin.isatty() else "")
+        except EOFError:
+            return
 
 
 def cmd_grade(args) -> int:
@@ -62,6 +168,18 @@ def cmd_grade(args) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def cmd_posttrain(args) -> int:
+    from .train.posttrain import run
+
+    report = run(profile=args.profile, out=args.out, progress=not args.quiet)
+    print(f"{'stage':<6} {'accuracy':>9} {'format':>7}   accuracy by level")
+    for s in report["stages"]:
+        levels = "  ".join(f"L{k} {v:.2f}" for k, v in s["accuracy_by_level"].items())
+        print(f"{s['name']:<6} {s['accuracy']:>9.3f} {s['format_rate']:>7.3f}   {levels}")
+    print(f"wrote {args.out}/report.json, curves.png, report_card.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minillama4", description="Llama 4 from scratch: tools for the course package")
     sub = p.add_subparsers(dest="command", required=True)
@@ -72,19 +190,40 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(fn=cmd_info)
     g = sub.add_parser("generate", help="continue a sequence of token ids with a checkpoint")
     g.add_argument("checkpoint")
-    g.add_argument("--ids", type=int, nargs="+", required=True, help="prompt token ids")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ids", type=int, nargs="+", help="prompt token ids")
+    src.add_argument("--prompt", help="prompt text (tokenized with the checkpoint's tokenizer.json; output streams)")
     g.add_argument("--max-new-tokens", type=int, default=32)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: as stored")
     g.add_argument("--device", default="cpu")
+    g.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts")
     g.set_defaults(fn=cmd_generate)
+    c = sub.add_parser("chat", help="chat with a checkpoint (its tokenizer.json and Llama 4's chat format)")
+    c.add_argument("--checkpoint", required=True, help="Hugging Face Llama 4 directory with tokenizer.json")
+    c.add_argument("--prompt", action="append", help="a user message (repeatable); without it, read lines from stdin")
+    c.add_argument("--system", default=None, help="system prompt")
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (default 0.6, Meta's)")
+    c.add_argument("--top-p", type=float, default=0.9)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: as stored")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts (Scout on one GPU)")
+    c.set_defaults(fn=cmd_chat)
     gr = sub.add_parser("grade", help="score your graded exercises (exercises/chNN_*.py), one chapter or all")
     gr.add_argument("chapter", nargs="?", type=int, help="chapter number, e.g. 1 (default: every chapter)")
     gr.add_argument("--impl", choices=["exercises", "solutions"], default="exercises",
                     help="grade your exercises/ (default) or the reference solutions/")
     gr.set_defaults(fn=cmd_grade)
+    pt = sub.add_parser("posttrain", help="post-train the toy model: base → SFT → online RL → DPO, with a report")
+    pt.add_argument("--profile", choices=["ci", "laptop", "gpu"], default=None,
+                    help="scale of the run (default: $MINILLAMA4_PROFILE or laptop)")
+    pt.add_argument("--out", required=True, help="folder for report.json and the plots")
+    pt.add_argument("--quiet", action="store_true", help="no progress bars")
+    pt.set_defaults(fn=cmd_posttrain)
     return p
 
 

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .vision import VisionConfig
+
 
 @dataclass
 class Llama4Config:
@@ -47,6 +49,8 @@ class Llama4Config:
     pad_token_id: int | None = 200018  # <|finetune_right_pad|>
     bos_token_id: int | None = 200000  # <|begin_of_text|>
     eos_token_id: int | list[int] | None = 200001  # <|end_of_text|> (Instruct: also <|eom|>, <|eot|>)
+    vision_config: VisionConfig | None = None  # the ViT + projector of a multimodal model; None = text only
+    image_token_id: int = 200092  # <|patch|>: positions whose embedding is replaced by an image feature
 
     def __post_init__(self) -> None:
         L = self.num_hidden_layers
@@ -60,6 +64,8 @@ class Llama4Config:
         self.use_qk_norm = bool(self.use_qk_norm)
         if self.rope_scaling is not None:
             self.rope_scaling = dict(self.rope_scaling)
+        if isinstance(self.vision_config, dict):  # from dataclasses.asdict / replace
+            self.vision_config = VisionConfig(**self.vision_config)
         self.validate()
 
     # ----------------------------------------------------------------------------------------------- checks
@@ -107,6 +113,10 @@ class Llama4Config:
                 bad(f"llama3 rope_scaling lacks {sorted(missing)}")
             if rs["factor"] < 1 or rs["low_freq_factor"] <= 0 or rs["high_freq_factor"] < rs["low_freq_factor"]:
                 bad(f"llama3 rope_scaling needs factor >= 1 and 0 < low_freq_factor <= high_freq_factor, got {rs}")
+        if self.vision_config is not None and not isinstance(self.vision_config, VisionConfig):
+            bad(f"vision_config must be a VisionConfig or None, got {type(self.vision_config).__name__}")
+        if not isinstance(self.image_token_id, int) or self.image_token_id < 0:
+            bad(f"image_token_id must be a token id >= 0, got {self.image_token_id!r}")
 
     # ----------------------------------------------------------------------------------------------- derived
     def is_moe_layer(self, i: int) -> bool:
@@ -120,8 +130,8 @@ class Llama4Config:
         return self.uses_rope(i) and self.attention_chunk_size is not None
 
     def num_parameters(self, active: bool = False) -> int:
-        """Parameter count from the shapes alone (no model built). active=True counts one token's path:
-        the shared expert plus k routed experts in each MoE layer, every other weight once."""
+        """Parameter count from the shapes alone (no model built). active=True counts one text token's path:
+        the shared expert plus k routed experts in each MoE layer, every other text weight once (no vision)."""
         D, V, F = self.hidden_size, self.vocab_size, self.intermediate_size
         attn = D * self.num_attention_heads * self.head_dim * 2 + D * self.num_key_value_heads * self.head_dim * 2
         swiglu = lambda f: 3 * D * f  # noqa: E731  gate, up, down
@@ -133,6 +143,8 @@ class Llama4Config:
                 total += D * self.num_local_experts + swiglu(F) + experts * swiglu(F)
             else:
                 total += swiglu(self.intermediate_size_mlp)
+        if self.vision_config is not None and not active:  # the ViT + projector (not on a text token's path)
+            total += self.vision_config.num_parameters(D)
         return total
 
     # ----------------------------------------------------------------------------------------------- presets
@@ -171,13 +183,18 @@ class Llama4Config:
         Llama4ForConditionalGeneration config (its `text_config` is used)."""
         if not isinstance(hf, dict):
             raise ValueError(f"expected a config dict, got {type(hf).__name__}")
-        if "text_config" in hf:
+        vision = {}
+        if "text_config" in hf:  # Llama4ForConditionalGeneration: text_config + vision_config + image token
+            if hf.get("vision_config"):
+                vision["vision_config"] = VisionConfig.from_hf(hf["vision_config"])
+                vision["image_token_id"] = int(hf.get("image_token_index", hf.get("image_token_id", cls.image_token_id)))
             hf = hf["text_config"] or {}
         mt = hf.get("model_type", "llama4_text")
         if mt not in ("llama4_text", "llama4"):
             raise ValueError(f"config.json has model_type {mt!r}; expected a Llama 4 text config ('llama4_text')")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"vision_config", "image_token_id"}
         kw = {k: v for k, v in hf.items() if k in known and k not in ("rope_scaling", "rope_theta")}
+        kw.update(vision)
         # RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, ...}; 4.x wrote rope_theta + rope_scaling.
         rope = dict(hf.get("rope_parameters") or {})
         theta = rope.pop("rope_theta", None) or hf.get("rope_theta", cls.rope_theta)
@@ -196,8 +213,10 @@ class Llama4Config:
         return cls(**kw)
 
     def to_hf(self) -> dict[str, Any]:
-        """A `config.json` dict for transformers' Llama4ForCausalLM (transformers 5 spelling, also read by 4.x)."""
+        """A `config.json` dict for transformers' Llama4ForCausalLM (transformers 5 spelling, also read by 4.x);
+        with a vision_config, the Llama4ForConditionalGeneration dict holding it as `text_config`."""
         d = dataclasses.asdict(self)
+        d.pop("vision_config"), d.pop("image_token_id")
         theta, scaling = d.pop("rope_theta"), d.pop("rope_scaling")
         rope = {"rope_type": "default", "rope_theta": theta}
         if scaling is not None:
@@ -209,4 +228,9 @@ class Llama4Config:
             layer_types=["chunked_attention" if b and self.attention_chunk_size is not None else "full_attention"
                          for b in self.no_rope_layers],
         )
-        return d
+        if self.vision_config is None:
+            return d
+        d.pop("architectures")
+        return {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4", "text_config": d,
+                "vision_config": self.vision_config.to_hf(), "image_token_index": self.image_token_id,
+                "tie_word_embeddings": self.tie_word_embeddings}

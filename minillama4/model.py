@@ -7,6 +7,10 @@ Each decoder layer is pre-norm with two residual branches:
 
 Which layers are MoE, which use RoPE (chunked) or NoPE (global), all comes from `Llama4Config`.
 Parameter names equal the Hugging Face checkpoint keys (minus their `model.` / `language_model.model.` prefix).
+
+With a `vision_config` the model is multimodal (early fusion): `vision_model` turns image tiles into features,
+`multi_modal_projector` maps them to the text width, and they replace the embeddings at the `<|patch|>` positions
+before the first decoder layer. Everything after that is the same decoder (see `vision.py`).
 """
 
 import torch
@@ -20,6 +24,7 @@ from .moe import MoE
 from .norm import RMSNorm
 from .rope import inverse_frequencies, rope_angles
 from .sampling import sample_next_token
+from .vision import MultiModalProjector, VisionModel, merge_image_features
 
 
 class DecoderLayer(nn.Module):
@@ -58,6 +63,10 @@ class Llama4(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.register_buffer("inv_freq", inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), persistent=False)
         self.apply(self._init_weights)
+        if c.vision_config is not None:  # built after the text init: the ViT initialises itself (LayerNorm biases …)
+            self.vision_model = VisionModel(c.vision_config)
+            self.multi_modal_projector = MultiModalProjector(c.vision_config.vision_output_dim, c.hidden_size)
+            nn.init.normal_(self.multi_modal_projector.linear_1.weight, std=c.initializer_range)
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -72,6 +81,8 @@ class Llama4(nn.Module):
             if layer.is_moe:
                 router = layer.feed_forward.router
                 router.selection_bias = torch.zeros(router.weight.shape[0], device=device)
+        if c.vision_config is not None:
+            self.vision_model.reset_buffers()
 
     @property
     def device(self) -> torch.device:
@@ -84,9 +95,30 @@ class Llama4(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None, return_routing: bool = False,
-                return_attention: bool = False, last_only: bool = False):
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image tiles [N, C, S, S] → projected features [N · tokens_per_tile, D], one per `<|patch|>` token, in order."""
+        if self.config.vision_config is None:
+            raise ValueError("this model has no vision_config: it cannot read pixel_values (a text-only Llama 4)")
+        feats_NPO = self.vision_model(pixel_values)  # [N, (rG)², vision_output_dim]
+        return self.multi_modal_projector(feats_NPO.reshape(-1, feats_NPO.shape[-1]))  # [N·(rG)², D]
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings [B, T, D]; with pixel_values, the `<|patch|>` positions hold the image features instead
+        (early fusion): tile after tile, image after image, row after row of the batch."""
+        x_BTD = self.embed_tokens(input_ids)
+        if pixel_values is None:
+            return x_BTD
+        if self.config.vision_config is not None and self.config.image_token_id >= self.config.vocab_size:
+            raise ValueError(f"image_token_id={self.config.image_token_id} is outside the vocabulary "
+                             f"(vocab_size={self.config.vocab_size}): no token can mark where the image goes")
+        return merge_image_features(x_BTD, input_ids, self.image_features(pixel_values), self.config.image_token_id)
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, return_routing: bool = False, return_attention: bool = False,
+                last_only: bool = False):
         """input_ids [B, T] → logits [B, T, V] (or [B, 1, V] with last_only).
+        pixel_values [N, C, S, S]: image tiles (minillama4.image.preprocess) whose features replace the embeddings of
+        the `<|patch|>` tokens in input_ids, in order; their number must equal N · tokens_per_tile.
         With a cache, the tokens continue the cached sequence (positions cache.pos …) and are added to it.
         return_routing=True also returns one RouterOutput per MoE layer; return_attention=True also returns every
         layer's attention weights [B, H, T, S] (computed explicitly, slower: for pictures). The result is then a
@@ -106,7 +138,7 @@ class Llama4(nn.Module):
         positions_T = torch.arange(start, start + T, device=input_ids.device)  # absolute positions
         freqs_TP = rope_angles(positions_T, self.inv_freq)  # e^{j p ω}, shared by all RoPE layers
 
-        x_BTD = self.embed_tokens(input_ids)
+        x_BTD = self.embed(input_ids, pixel_values)
         routings, attentions = [], []
         for layer in self.layers:
             x_BTD, routing, w_BHTS = layer(x_BTD, freqs_TP, positions_T, cache, return_attention)
@@ -127,10 +159,14 @@ class Llama4(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
                  eos_token_id: int | list[int] | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True, cache_len: int | None = None) -> torch.Tensor:
+                 use_cache: bool = True, cache_len: int | None = None,
+                 pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """Continue each row of input_ids [B, T]; returns [B, T + n] with n ≤ max_new_tokens.
         Greedy at temperature 0. Rows that emitted an eos token are padded with it until all rows are done.
-        use_cache=False recomputes the whole sequence each step (same tokens, much slower: for comparison)."""
+        use_cache=False recomputes the whole sequence each step (same tokens, much slower: for comparison).
+        pixel_values: the images of the prompt's `<|patch|>` tokens (read once, by the prefill)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -144,11 +180,11 @@ class Llama4(nn.Module):
         eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []), device=input_ids.device)
         ids, done = input_ids, torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         step_input = input_ids
-        for _ in range(max_new_tokens):
-            if use_cache:
-                logits_BV = self(step_input, cache=cache, last_only=True)[:, -1]
-            else:
-                logits_BV = self(ids, last_only=True)[:, -1]
+        for step in range(max_new_tokens):
+            if use_cache:  # the images enter with the prompt (prefill); decode steps add text tokens only
+                logits_BV = self(step_input, pixel_values if step == 0 else None, cache=cache, last_only=True)[:, -1]
+            else:  # the whole sequence again, images included
+                logits_BV = self(ids, pixel_values, last_only=True)[:, -1]
             nxt_B = sample_next_token(logits_BV, temperature, top_p, generator)
             if len(eos):
                 nxt_B = torch.where(done, eos[0], nxt_B)

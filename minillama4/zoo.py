@@ -2,6 +2,7 @@
 
     model, history = pretrained("mini-scout")     # MoE every layer, 4 experts top-1 + shared expert
     model, history = pretrained("mini-dense")     # the same with a dense FFN of equal active parameters
+    model, history = pretrained("mini-behemoth")  # the distillation teacher: 8 wider experts top-1 + shared expert
 
 A recipe is a model config + a training config, scaled by the profile (MINILLAMA4_PROFILE = ci | laptop | gpu).
 The cache key hashes the recipe, the profile and the training data, so changing any of them retrains.
@@ -42,12 +43,19 @@ def recipes(profile: str | None = None) -> dict[str, Recipe]:
     tc = TrainConfig(steps=steps, batch_size=16, seq_len=128, lr=3e-3, min_lr=3e-4, warmup_steps=min(50, steps // 5),
                      eval_every=max(25, steps // 12), eval_batches=8, balance_coef=0.01, seed=0)
     scout = Llama4Config.preset("toy")
+    teacher_steps = by_profile(ci=200, laptop=600, profile=profile)
     return {
         "mini-scout": Recipe("mini-scout", "toy Scout: MoE in every layer (4 experts, top-1, + shared expert), iRoPE",
                              scout, tc),
         "mini-dense": Recipe("mini-dense", "the same decoder with a dense SwiGLU of equal active parameters (2F)",
                              scout.replace(moe_layers=[], intermediate_size_mlp=2 * scout.intermediate_size),
                              TrainConfig(**{**asdict(tc), "balance_coef": 0.0})),
+        "mini-behemoth": Recipe("mini-behemoth", "distillation teacher (chapter 07): 8 experts top-1 + shared, experts "
+                                "1.5x wider (more experts and more active parameters than mini-scout)",
+                                scout.replace(num_local_experts=8, intermediate_size=384),
+                                TrainConfig(steps=teacher_steps, batch_size=16, seq_len=64, lr=4e-3, min_lr=4e-4,
+                                            warmup_steps=min(50, teacher_steps // 5), eval_every=teacher_steps // 4,
+                                            eval_batches=8, balance_coef=0.01, seed=0)),
     }
 
 

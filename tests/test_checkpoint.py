@@ -111,9 +111,9 @@ def test_not_a_checkpoint(tmp_path):
         minillama4.from_pretrained(tmp_path / "empty")
 
 
-def test_quantize_is_refused_until_supported(scout_ckpt):
-    with pytest.raises(ValueError, match="quantize='int4' is not supported"):
-        minillama4.from_pretrained(scout_ckpt, quantize="int4")
+def test_unknown_quantize_is_refused(scout_ckpt):  # int4 itself: tests/test_quant.py, tests/test_streaming.py
+    with pytest.raises(ValueError, match="quantize='nf4' is not supported; choose None or 'int4'"):
+        minillama4.from_pretrained(scout_ckpt, quantize="nf4")
 
 
 def test_loading_keeps_one_copy_of_the_weights(scout_ckpt):

@@ -71,16 +71,22 @@ def get_batch(ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch
     return x, y
 
 
-def lm_loss(model: Llama4, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
-    """(total loss, cross-entropy, routing) for one batch."""
-    logits, routing = model(x, return_routing=True)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
-    loss = ce
+def router_aux_loss(routing, cfg: TrainConfig):
+    """balance_coef · mean_layers L_balance + z_loss_coef · mean_layers L_z (0 without MoE layers or coefficients)."""
+    loss = 0.0
     if routing and cfg.balance_coef:
         loss = loss + cfg.balance_coef * torch.stack(
             [load_balancing_loss(r.logits, r.indices.shape[-1]) for r in routing]).mean()
     if routing and cfg.z_loss_coef:
         loss = loss + cfg.z_loss_coef * torch.stack([router_z_loss(r.logits) for r in routing]).mean()
+    return loss
+
+
+def lm_loss(model: Llama4, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
+    """(total loss, cross-entropy, routing) for one batch."""
+    logits, routing = model(x, return_routing=True)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+    loss = ce + router_aux_loss(routing, cfg)
     return loss, ce, routing
 
 

@@ -1,0 +1,602 @@
+"""Llama 4 Scout on one GPU: the full 48-layer text model with int4 experts, and the streaming loader.
+
+What it measures (random weights with the real shapes: no real checkpoint can be downloaded on the GPU machine)
+------------------------------------------------------------------------------------------------------------
+0. checks   torch's int4 kernel on Scout's expert shapes against the dequantized reference, before anything is
+            timed (a wrong kernel layout is an exit status 1, not a fast wrong number).
+1. model    the 48-layer Scout text model (preset "scout": D 5120, 16 routed experts + 1 shared of F 8192, 40/8
+            heads, vocab 202048) built on the GPU: bf16 attention/embeddings/lm_head, int4 (group 128) routed and
+            shared experts, generated expert by expert, so the bf16 model never exists. Then:
+              * weight bytes (against the arithmetic) and peak GPU memory;
+              * prefill tokens/s of a 4K-token prompt;
+              * batch-1 decode tokens/s at 1K and 8K tokens of context, and batch-8 decode tokens/s at 1K;
+              * the bandwidth limit: bytes one batch-1 decode step reads (attention, lm_head, shared expert, one
+                routed expert per layer, the KV cache) / the measured device copy bandwidth;
+              * "fits with an 8K context": peak memory after the 8K run.
+2. hf       transformers' Llama4ForCausalLM with Scout's shapes in bf16 at a depth that fits (2 layers and 1; the
+            difference is one layer), against ours at the same depths: decode-step and 4K-prefill time per layer.
+3. loader   a real-format, real-shaped checkpoint of a few layers (Llama4ForConditionalGeneration keys
+            `language_model.model.layers.N…`, bf16 safetensors shards of ~4.3 GB like the released Scout's) written
+            to disk, then `from_pretrained(..., device="cuda", quantize="int4")`: GB/s, peak GPU and host memory,
+            and a check of what was loaded.
+
+Targets (issue 6): fits with an 8K context; batch-1 decode >= 120 tokens/s; prefill >= 8k tokens/s.
+
+Run (each part fits in a 10-minute call; results go to --json, a markdown table to stdout)
+---
+    python bench/scout_h100.py --part checks model --json docs/scout_h100_model.json
+    python bench/scout_h100.py --part hf --json docs/scout_h100_hf.json
+    python bench/scout_h100.py --part loader --workdir /tmp/scout_ckpt --json docs/scout_h100_loader.json
+    python bench/scout_h100.py --tiny --device cpu --part checks model hf loader   # a smoke test of this script on CPU
+
+Exit status: 1 if a correctness check fails or a part crashes (with the reason), else 0 whether targets are met or
+not (the table says PASS / MISSED).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+import torch
+from torch import nn
+
+import minillama4
+from minillama4.cache import kv_cache_bytes
+from minillama4.checkpoint import from_pretrained
+from minillama4.quant import (GROUP_SIZE, Int4ExpertBank, Int4Linear, expected_int4_bytes, int4_swiglu,
+                              kernel_available, quantize_int4, dequantize_int4, weight_bytes)
+
+TARGETS = {"decode_tok_s": 120.0, "prefill_tok_s": 8000.0}
+GiB = 2 ** 30
+
+
+class CheckFailed(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, reps=1):
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / reps
+
+
+def gpu_peak(device) -> int:
+    return torch.cuda.max_memory_allocated(device) if torch.device(device).type == "cuda" else 0
+
+
+def reset_gpu_peak(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def host_status(key: str) -> int:
+    try:
+        return [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":")][0]
+    except (OSError, IndexError):
+        return -1
+
+
+def reset_host_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def scout_config(tiny: bool, layers: int | None = None) -> minillama4.Llama4Config:
+    if tiny:  # same structure (MoE every layer, NoPE every 4th, chunked RoPE, QK-norm), toy widths
+        cfg = minillama4.Llama4Config.preset("scout").replace(
+            vocab_size=2048, hidden_size=256, intermediate_size=256, num_hidden_layers=8, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=64, num_local_experts=4, attention_chunk_size=256, floor_scale=256,
+            max_position_embeddings=65536, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+                          "original_max_position_embeddings": 256})
+    else:
+        cfg = minillama4.Llama4Config.preset("scout")
+    return cfg.replace(num_hidden_layers=layers) if layers else cfg
+
+
+def sizes(tiny: bool) -> dict:
+    if tiny:
+        return dict(prefill=512, contexts=[128, 512], batch=8, batch_context=128, steps=8, loader_layers=2, shard_gb=0.004)
+    return dict(prefill=4096, contexts=[1024, 8192], batch=8, batch_context=1024, steps=64, loader_layers=3, shard_gb=4.3)
+
+
+# --------------------------------------------------------------------------------------------- building
+def build_random_int4(cfg, device, layout="auto", seed=0, std=0.02) -> nn.Module:
+    """Scout-shaped model with random weights made on `device`: bf16 everywhere except the MoE experts, which are
+    generated one layer at a time in bf16 and quantized at once (expert by expert), so at most one layer's bf16
+    experts exist."""
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = minillama4.Llama4(cfg)
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, device=device, dtype=torch.bfloat16) * std
+
+    D, F_, E = cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts
+    for layer in model.layers:
+        if layer.is_moe:
+            moe = layer.feed_forward
+            moe.experts = Int4ExpertBank(E, D, F_, GROUP_SIZE, layout)
+            moe.experts.load_gate_up(rnd(E, D, 2 * F_))
+            moe.experts.load_down(rnd(E, F_, D))
+            moe.shared_expert = int4_swiglu(D, F_, GROUP_SIZE, layout)
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                m = getattr(moe.shared_expert, proj)
+                m.set_weight(rnd(m.out_features, m.in_features))
+    for name, p in list(model.named_parameters()):
+        mod_name, _, leaf = name.rpartition(".")
+        mod = model.get_submodule(mod_name)
+        value = torch.ones(p.shape, device=device, dtype=torch.bfloat16) if p.dim() == 1 else rnd(*p.shape)
+        setattr(mod, leaf, nn.Parameter(value, requires_grad=False))
+    model.reset_buffers()
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckFailed(f"tensors left on meta: {left[:5]}")
+    return model.eval()
+
+
+def decode_bytes_per_token(model, cache) -> dict:
+    """Bytes a batch-1 decode step reads: every non-expert weight it uses, the shared expert and one routed expert
+    per MoE layer (the int4 bytes), the lm_head, one embedding row, and the kept K/V of every layer."""
+    attn = norms = router = shared = routed = 0
+    for layer in model.layers:
+        attn += sum(p.numel() * p.element_size() for p in layer.self_attn.parameters())
+        norms += sum(p.numel() * p.element_size() for m in (layer.input_layernorm, layer.post_attention_layernorm)
+                     for p in m.parameters())
+        ff = layer.feed_forward
+        if layer.is_moe:
+            router += ff.router.weight.numel() * ff.router.weight.element_size()
+            shared += sum(m.nbytes() for m in ff.shared_expert.modules() if isinstance(m, Int4Linear))
+            k = model.config.num_experts_per_tok
+            routed += k * (ff.experts.gate_up[0].nbytes() + ff.experts.down[0].nbytes())
+        else:
+            shared += sum(p.numel() * p.element_size() for p in ff.parameters())
+    lm = model.lm_head.weight.numel() * model.lm_head.weight.element_size()
+    emb_row = model.embed_tokens.weight[0].numel() * model.embed_tokens.weight.element_size()
+    kv = cache.used_bytes() if cache is not None else 0
+    parts = dict(attention=attn, norms=norms, router=router, shared_expert=shared, routed_experts=routed,
+                 lm_head=lm, embedding_row=emb_row, kv_cache=kv)
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def copy_bandwidth(device, nbytes=4 * GiB, reps=10) -> float:
+    """Device copy bandwidth in bytes/s, counting the read and the write."""
+    if torch.device(device).type != "cuda":
+        nbytes = 64 * 2 ** 20
+    x = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    t = timed(lambda: y.copy_(x), device, reps)
+    del x, y
+    return 2 * nbytes / t
+
+
+# --------------------------------------------------------------------------------------------- parts
+def part_checks(args) -> dict:
+    """int4 kernel vs dequantized reference on Scout's expert shapes (shapes of the tiny config with --tiny)."""
+    device = torch.device(args.device)
+    cfg = scout_config(args.tiny)
+    D, F_ = cfg.hidden_size, cfg.intermediate_size
+    out = {"kernel_available": kernel_available(device), "layout": args.layout}
+    if device.type == "cuda" and not out["kernel_available"]:
+        raise CheckFailed("no torch int4 kernel on this GPU (needs torch._weight_int4pack_mm and compute capability >= 8)")
+    layout = args.layout if args.layout != "auto" else ("kernel" if out["kernel_available"] else "plain")
+    gen = torch.Generator(device=device).manual_seed(1)
+    for name, (n, k) in {"gate_up [2F, D]": (2 * F_, D), "down [D, F]": (D, F_), "shared gate [F, D]": (F_, D)}.items():
+        w = torch.randn(n, k, generator=gen, device=device, dtype=torch.bfloat16) * 0.02
+        m, err = Int4Linear.from_float(w, GROUP_SIZE, layout)
+        q, s = quantize_int4(w, GROUP_SIZE, scale_dtype=torch.bfloat16 if m.layout == "kernel" else torch.float32)
+        w_hat = dequantize_int4(q, s, torch.float32)
+        if not torch.equal(m.dequantize(torch.float32), w_hat):
+            raise CheckFailed(f"{name}: dequantize() of the {m.layout} layout differs from the reference")
+        res = {"quant_rel_rms": round(err.rel_rms, 5), "layout": m.layout}
+        for rows in (1, 8, 64):
+            x = torch.randn(rows, k, generator=gen, device=device, dtype=torch.bfloat16)
+            ref = x.float() @ w_hat.t()
+            got = m(x).float()
+            rel = ((got - ref).norm() / ref.norm()).item()
+            res[f"matmul_rel_err_rows{rows}"] = rel
+            if not rel < 1e-2:
+                raise CheckFailed(f"{name}: int4 matmul with {rows} rows is off by {rel:.3g} (relative) from x Ŵᵀ")
+        if not 0.05 < err.rel_rms < 0.15:
+            raise CheckFailed(f"{name}: quantization error {err.rel_rms:.3f} is implausible for Gaussian weights")
+        out[name] = res
+    # the whole MoE path on a small int4 model vs the same model dequantized (catches wiring mistakes)
+    small = scout_config(True, layers=4)
+    m4 = build_random_int4(small, device, args.layout, seed=3, std=0.05)
+    ids = torch.randint(0, small.vocab_size, (1, 40), device=device, generator=gen)
+    with torch.no_grad():
+        got = m4(ids).float()
+        for layer in m4.layers:
+            ff = layer.feed_forward
+            gu, dn = ff.experts.dequantize(torch.bfloat16)
+            bank = minillama4.ffn.ExpertBank(small.num_local_experts, small.hidden_size, small.intermediate_size)
+            bank.gate_up_proj, bank.down_proj = nn.Parameter(gu, requires_grad=False), nn.Parameter(dn, requires_grad=False)
+            ff.experts = bank
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                lin = nn.Linear(1, 1, bias=False)
+                lin.weight = nn.Parameter(getattr(ff.shared_expert, proj).dequantize(torch.bfloat16), requires_grad=False)
+                setattr(ff.shared_expert, proj, lin)
+        want = m4(ids).float()
+    rel = ((got - want).norm() / want.norm()).item()
+    out["model_int4_vs_dequantized_rel_err"] = rel
+    if not rel < 2e-2:
+        raise CheckFailed(f"int4 model and its dequantized twin disagree: relative logit error {rel:.3g}")
+    return out
+
+
+def part_model(args) -> dict:
+    device = torch.device(args.device)
+    cfg, sz = scout_config(args.tiny), sizes(args.tiny)
+    out = {"config": "scout (48 layers)" if not args.tiny else "tiny scout-like"}
+    reset_gpu_peak(device)
+    t = time.perf_counter()
+    model = build_random_int4(cfg, device, args.layout)
+    sync(device)
+    out["build_s"] = time.perf_counter() - t
+    layouts = {m.layout for m in model.modules() if isinstance(m, Int4Linear)}
+    out["int4_layouts"] = sorted(layouts)
+    if device.type == "cuda" and args.layout == "auto" and layouts != {"kernel"}:
+        raise CheckFailed(f"expected torch's int4 kernel layout for every expert matrix on CUDA, got {layouts}")
+    out["weight_bytes"] = weight_bytes(model)
+    out["expected_weight_bytes"] = expected_int4_bytes(cfg, dtype_bytes=2)
+    if out["weight_bytes"] != out["expected_weight_bytes"]:
+        raise CheckFailed(f"weight bytes {out['weight_bytes']:,} != the arithmetic {out['expected_weight_bytes']:,}")
+    out["peak_after_build_bytes"] = gpu_peak(device)
+    out["copy_bandwidth_Bps"] = copy_bandwidth(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def prompt(B, T):
+        return torch.randint(0, cfg.vocab_size, (B, T), device=device, generator=gen)
+
+    with torch.no_grad():
+        # warm-up: kernels, the int4 layout permutations (long-prompt path), cuBLAS handles
+        c = model.new_cache(1, 600)
+        model(prompt(1, 512), cache=c, last_only=True)
+        for _ in range(3):
+            model(prompt(1, 1), cache=c, last_only=True)
+        del c
+        # prefill
+        T = sz["prefill"]
+        c = model.new_cache(1, T)
+        out["prefill_tokens"] = T
+        out["prefill_s"] = timed(lambda: model(prompt(1, T), cache=c, last_only=True), device)
+        out["prefill_tok_s"] = T / out["prefill_s"]
+        del c
+        # decode at several contexts, batch 1
+        for n in sz["contexts"]:
+            c = model.new_cache(1, n + sz["steps"] + 4)
+            for s in range(0, n, 4096):  # prefill the context in pieces of <= 4K tokens
+                model(prompt(1, min(4096, n - s)), cache=c, last_only=True)
+            for _ in range(2):
+                model(prompt(1, 1), cache=c, last_only=True)
+            step = prompt(1, 1)
+            dt = timed(lambda: model(step, cache=c, last_only=True), device, sz["steps"])
+            out[f"decode_b1_ctx{n}_tok_s"] = 1 / dt
+            bpt = decode_bytes_per_token(model, c)
+            out[f"decode_b1_ctx{n}_bytes_per_token"] = bpt
+            out[f"decode_b1_ctx{n}_bandwidth_limit_tok_s"] = out["copy_bandwidth_Bps"] / bpt["total"]
+            out[f"kv_cache_ctx{n}_allocated_bytes"] = c.nbytes()
+            del c
+        out["peak_with_8k_context_bytes"] = gpu_peak(device)
+        # batch 8 decode
+        B, n = sz["batch"], sz["batch_context"]
+        c = model.new_cache(B, n + sz["steps"] + 4)
+        model(prompt(B, n), cache=c, last_only=True)
+        model(prompt(B, 1), cache=c, last_only=True)
+        step = prompt(B, 1)
+        dt = timed(lambda: model(step, cache=c, last_only=True), device, sz["steps"])
+        out[f"decode_b{B}_ctx{n}_tok_s"] = B / dt
+        del c
+    out["peak_bytes"] = gpu_peak(device)
+    if device.type == "cuda":
+        out["device_total_bytes"] = torch.cuda.get_device_properties(device).total_memory
+        out["fits_8k"] = out["peak_with_8k_context_bytes"] < out["device_total_bytes"]
+    out["kv_bytes_per_token_chunk_aware"] = kv_cache_bytes(cfg, 10 ** 6 + 1) - kv_cache_bytes(cfg, 10 ** 6)
+    out["kv_bytes_per_token_naive"] = kv_cache_bytes(cfg, 1, chunk_aware=False)
+    del model
+    gc.collect()
+    return out
+
+
+def _hf_model(cfg, layers, device):
+    import transformers
+
+    hf_cfg = cfg.replace(num_hidden_layers=layers).to_hf()
+    text = transformers.Llama4TextConfig(**{k: v for k, v in hf_cfg.items() if k not in ("architectures", "dtype")})
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            m = transformers.Llama4ForCausalLM._from_config(text, attn_implementation="sdpa")
+    finally:
+        torch.set_default_dtype(old)
+    return m.to(torch.bfloat16).eval()
+
+
+def part_hf(args) -> dict:
+    """Per-layer times, transformers bf16 vs ours int4, at depths 2 and 1 (the difference is one layer)."""
+    import transformers
+
+    device, sz = torch.device(args.device), sizes(args.tiny)
+    cfg = scout_config(args.tiny)
+    T, n = sz["prefill"], sz["contexts"][0]
+    out = {"transformers": transformers.__version__}
+    gen = torch.Generator(device=device).manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (1, max(T, n)), device=device, generator=gen)
+    one = ids[:, :1]
+
+    def ours_times(layers):
+        m = build_random_int4(cfg.replace(num_hidden_layers=layers), device, args.layout)
+        with torch.no_grad():
+            c = m.new_cache(1, T)
+            m(ids[:, :T], cache=c, last_only=True)  # warm-up
+            c = m.new_cache(1, T)
+            pre = timed(lambda: m(ids[:, :T], cache=c, last_only=True), device)
+            c = m.new_cache(1, n + sz["steps"] + 4)
+            m(ids[:, :n], cache=c, last_only=True)
+            m(one, cache=c, last_only=True)
+            dec = timed(lambda: m(one, cache=c, last_only=True), device, sz["steps"])
+        del m, c
+        gc.collect()
+        return pre, dec
+
+    def hf_times(layers):
+        m = _hf_model(cfg, layers, device)
+        with torch.no_grad():
+            m(ids[:, :T], use_cache=False, logits_to_keep=1)  # warm-up
+            pre = timed(lambda: m(ids[:, :T], use_cache=False, logits_to_keep=1), device)
+            o = m(ids[:, :n], use_cache=True, logits_to_keep=1)
+            pkv = o.past_key_values
+            m(one, past_key_values=pkv, use_cache=True, logits_to_keep=1)
+            dec = timed(lambda: m(one, past_key_values=pkv, use_cache=True, logits_to_keep=1), device, sz["steps"])
+        del m, pkv, o
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return pre, dec
+
+    res = {}
+    for who, fn in (("ours_int4", ours_times), ("transformers_bf16", hf_times)):
+        p2, d2 = fn(2)
+        p1, d1 = fn(1)
+        res[who] = {"prefill_per_layer_s": p2 - p1, "decode_per_layer_s": d2 - d1, "prefill_2_layers_s": p2,
+                    "decode_2_layers_s": d2}
+    out.update(res)
+    out["prefill_tokens"], out["decode_context"] = T, n
+    for k in ("prefill_per_layer_s", "decode_per_layer_s"):
+        out[f"speedup_{k}"] = res["transformers_bf16"][k] / res["ours_int4"][k]
+    return out
+
+
+def _write_scout_shaped_checkpoint(path, cfg, shard_bytes, device, seed=0):
+    """Llama4ForConditionalGeneration key names and config.json, bf16 safetensors shards, random values (made on the
+    device, written tensor by tensor)."""
+    from safetensors.torch import save_file
+
+    os.makedirs(path, exist_ok=True)
+    hf = {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4", "dtype": "bfloat16",
+          "text_config": dict(cfg.to_hf(), model_type="llama4_text")}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2)
+    with torch.device("meta"):
+        names = [(n, tuple(p.shape)) for n, p in minillama4.Llama4(cfg).state_dict().items()]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    weight_map, shard, size, k, files = {}, {}, 0, 0, []
+
+    def flush():
+        nonlocal shard, size, k
+        k += 1
+        fname = f"model-{k:05d}.safetensors"
+        save_file(shard, os.path.join(path, fname), metadata={"format": "pt"})
+        weight_map.update({n: fname for n in shard})
+        files.append(fname)
+        shard, size = {}, 0
+
+    for name, shape in names:
+        hf_name = "language_model." + (name if name == "lm_head.weight" else "model." + name)
+        t = (torch.randn(shape, generator=gen, device=device, dtype=torch.bfloat16) * 0.02).cpu() if len(shape) > 1 \
+            else torch.ones(shape, dtype=torch.bfloat16)
+        if shard and size + t.numel() * 2 > shard_bytes:
+            flush()
+        shard[hf_name] = t
+        size += t.numel() * 2
+    flush()
+    final = {}
+    for i, fname in enumerate(files, 1):  # the real naming: model-0000i-of-0000n.safetensors
+        new = f"model-{i:05d}-of-{len(files):05d}.safetensors"
+        os.rename(os.path.join(path, fname), os.path.join(path, new))
+        final[fname] = new
+    weight_map = {n: final[f] for n, f in weight_map.items()}
+    total = sum(os.path.getsize(os.path.join(path, f)) for f in final.values())
+    with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    return total, len(files)
+
+
+def part_loader(args) -> dict:
+    from safetensors import safe_open
+
+    device, sz = torch.device(args.device), sizes(args.tiny)
+    cfg = scout_config(args.tiny, layers=sz["loader_layers"])
+    workdir = args.workdir or tempfile.mkdtemp(prefix="scout_ckpt_")
+    path = os.path.join(workdir, "scout_shaped")
+    out = {"layers": cfg.num_hidden_layers}
+    try:
+        t = time.perf_counter()
+        total, n_shards = _write_scout_shaped_checkpoint(path, cfg, int(sz["shard_gb"] * 1e9), device)
+        out.update(write_s=time.perf_counter() - t, checkpoint_bytes=total, shards=n_shards)
+        try:  # a cold read, if this machine lets us drop the page cache
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3")
+            out["page_cache"] = "dropped (cold read)"
+        except OSError:
+            out["page_cache"] = "warm (the checkpoint was just written; could not drop caches)"
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        reset_gpu_peak(device)
+        gpu_base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        host_ok = reset_host_peak()
+        host_base = host_status("VmRSS")
+        t = time.perf_counter()
+        model = from_pretrained(path, dtype=torch.bfloat16, device=device, quantize="int4", progress=True)
+        sync(device)
+        out["load_s"] = time.perf_counter() - t
+        out["load_GBps"] = total / out["load_s"] / 1e9
+        out["gpu_peak_over_base_bytes"] = gpu_peak(device) - gpu_base
+        out["host_peak_over_base_bytes"] = host_status("VmHWM") - host_base if host_ok else None
+        out["weight_bytes"] = weight_bytes(model)
+        out["largest_shard_bytes"] = max(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)
+                                         if f.endswith(".safetensors"))
+        # what was loaded is what was written
+        index = json.load(open(os.path.join(path, "model.safetensors.index.json")))["weight_map"]
+        key = "language_model.model.layers.1.self_attn.q_proj.weight"
+        with safe_open(os.path.join(path, index[key]), "pt") as f:
+            if not torch.equal(f.get_tensor(key).to(device), model.layers[1].self_attn.q_proj.weight):
+                raise CheckFailed(f"{key} loaded differs from the file")
+        key = "language_model.model.layers.0.feed_forward.experts.down_proj"
+        with safe_open(os.path.join(path, index[key]), "pt") as f:
+            w = f.get_slice(key)[0].to(device).float()  # expert 0: [F, D]
+        w_hat = model.layers[0].feed_forward.experts.down[0].dequantize(torch.float32).t()
+        rel = ((w_hat - w).norm() / w.norm()).item()
+        out["expert0_rel_rms_error"] = rel
+        if not 0.05 < rel < 0.15:
+            raise CheckFailed(f"{key}[0] int4 vs file: relative error {rel:.3g} (expected ~0.1)")
+        bound = out["weight_bytes"] + out["largest_shard_bytes"] + 2 * GiB
+        out["gpu_peak_bound_bytes"] = bound
+        if device.type == "cuda" and out["gpu_peak_over_base_bytes"] > bound:
+            raise CheckFailed(f"GPU peak {out['gpu_peak_over_base_bytes'] / GiB:.2f} GiB exceeds the int4 model + one "
+                              f"shard + 2 GiB of temporaries = {bound / GiB:.2f} GiB")
+        del model
+    finally:
+        if not args.keep:
+            shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- report
+def report(results: dict) -> str:
+    lines = []
+    env = results["env"]
+    lines.append(f"**Machine:** {env['device']}; torch {env['torch']}; {env['date']}")
+    m = results.get("model")
+    if isinstance(m, dict) and "prefill_tok_s" in m:
+        lines += ["", "| Scout text model, int4 experts | measured | limit / target | |", "|---|---|---|---|"]
+        lines.append(f"| weights in memory | {m['weight_bytes'] / 1e9:.2f} GB ({m['weight_bytes'] / GiB:.2f} GiB) | "
+                     f"arithmetic {m['expected_weight_bytes'] / 1e9:.2f} GB | |")
+        if "fits_8k" in m:
+            lines.append(f"| peak GPU memory with an 8K context | {m['peak_with_8k_context_bytes'] / GiB:.2f} GiB | "
+                         f"{m['device_total_bytes'] / GiB:.1f} GiB | {'PASS' if m['fits_8k'] else 'MISSED'} |")
+        ok = m["prefill_tok_s"] >= TARGETS["prefill_tok_s"]
+        lines.append(f"| prefill, {m['prefill_tokens']} tokens | {m['prefill_tok_s']:,.0f} tok/s | ≥ 8,000 | "
+                     f"{'PASS' if ok else 'MISSED'} |")
+        for k, v in m.items():
+            if k.startswith("decode_b1_ctx") and k.endswith("_tok_s") and "limit" not in k:
+                ctx = k[len("decode_b1_ctx"):-len("_tok_s")]
+                lim = m[f"decode_b1_ctx{ctx}_bandwidth_limit_tok_s"]
+                ok = v >= TARGETS["decode_tok_s"]
+                lines.append(f"| decode, batch 1, {ctx} context | {v:.1f} tok/s | ≥ 120; bandwidth limit {lim:.0f} | "
+                             f"{'PASS' if ok else 'MISSED'} |")
+            elif k.startswith("decode_b") and k.endswith("_tok_s") and not k.startswith("decode_b1_"):
+                lines.append(f"| decode, {k[len('decode_'):-len('_tok_s')]} | {v:.1f} tok/s | (info) | |")
+        lines.append(f"| device copy bandwidth (read + write) | {m['copy_bandwidth_Bps'] / 1e12:.2f} TB/s | | |")
+    h = results.get("hf")
+    if isinstance(h, dict) and "ours_int4" in h:
+        lines += ["", f"| per layer (transformers {h['transformers']}, bf16 vs ours int4) | transformers | ours | ratio |",
+                  "|---|---|---|---|"]
+        for k, label in (("prefill_per_layer_s", f"prefill {h['prefill_tokens']} tokens"),
+                         ("decode_per_layer_s", f"decode step at {h['decode_context']} context")):
+            a, b = h["transformers_bf16"][k], h["ours_int4"][k]
+            lines.append(f"| {label} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {a / b:.2f}× |")
+    ld = results.get("loader")
+    if isinstance(ld, dict) and "load_GBps" in ld:
+        hp = ld["host_peak_over_base_bytes"]
+        lines += ["", "| streaming int4 loader | |", "|---|---|",
+                  f"| checkpoint | {ld['layers']} Scout layers, {ld['checkpoint_bytes'] / 1e9:.2f} GB in {ld['shards']} shards "
+                  f"({ld['page_cache']}) |",
+                  f"| load | {ld['load_s']:.1f} s, {ld['load_GBps']:.2f} GB/s |",
+                  f"| GPU peak over the start | {ld['gpu_peak_over_base_bytes'] / GiB:.2f} GiB (int4 model "
+                  f"{ld['weight_bytes'] / GiB:.2f} GiB, largest shard {ld['largest_shard_bytes'] / GiB:.2f} GiB) |",
+                  f"| host peak over the start | {'n/a' if hp is None else f'{hp / GiB:.2f} GiB'} |"]
+    for part, v in results.items():
+        if isinstance(v, dict) and "error" in v:
+            lines.append(f"\n**{part} FAILED:** {v['error']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--part", nargs="+", default=["checks", "model"], choices=["checks", "model", "hf", "loader"])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--layout", default="auto", choices=["auto", "plain", "kernel"], help="int4 storage layout")
+    p.add_argument("--tiny", action="store_true", help="toy widths (a smoke test of the script, e.g. on CPU)")
+    p.add_argument("--workdir", default=None, help="where the loader part writes its checkpoint (needs ~13 GB)")
+    p.add_argument("--keep", action="store_true", help="keep the loader checkpoint")
+    p.add_argument("--json", default=None, help="write all numbers here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("scout_h100: --device cuda but torch.cuda.is_available() is False (a CPU build of torch, or no GPU). "
+              "For a smoke test on CPU: --tiny --device cpu", file=sys.stderr)
+        return 1
+    if not args.tiny and device.type != "cuda":
+        print("scout_h100: the full Scout model needs a GPU (~65 GB); use --tiny on CPU", file=sys.stderr)
+        return 1
+    torch.set_grad_enabled(False)
+    env = {"torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "tiny": args.tiny, "layout": args.layout}
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        torch.backends.cuda.matmul.allow_tf32 = True
+    results, failed = {"env": env}, False
+    for part in args.part:
+        t = time.perf_counter()
+        try:
+            results[part] = {"checks": part_checks, "model": part_model, "hf": part_hf, "loader": part_loader}[part](args)
+            results[part]["part_s"] = time.perf_counter() - t
+        except Exception as e:  # noqa: BLE001 - report every failure loudly, then go on with the next part
+            failed = True
+            results[part] = {"error": f"{type(e).__name__}: {e}"}
+            traceback.print_exc()
+            if part == "checks":  # nothing after a failed correctness check is worth timing
+                break
+        finally:
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    print(json.dumps(results, indent=1, default=str))
+    print(report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The post-training pipeline, Llama 4's order: base → lightweight SFT → online RL → lightweight DPO.
+
+    report = run(profile="ci", out="runs/ci")     # or: minillama4 posttrain --profile ci --out runs/ci
+    model, history = stage("rl")                  # a finished stage, trained once and cached (like zoo.pretrained)
+
+Every stage is evaluated greedily on the same held-out questions (`tasks.eval_set`): accuracy (the answer is right)
+and format rate (the reply is exactly `The answer is N.`), overall and per level. `report.json` holds one entry per
+stage; plots of the curves and the report card are written next to it.
+
+Stages are cached in `cache_dir()/posttrain/` under a fingerprint of the base model and of the configs of that stage
+and every stage before it, so changing the DPO settings reuses the SFT and RL models.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import from_pretrained, save_pretrained
+from ..data import cache_dir, course_tokenizer
+from ..profile import by_profile, current_profile
+from ..tasks import eval_set
+from .dpo import DPOConfig, train_dpo
+from .rl import RLConfig, train_rl
+from .rollout import evaluate
+from .sft import SFTConfig, train_sft
+
+STAGES = ("base", "sft", "rl", "dpo")
+POSTTRAIN_CODE_VERSION = 1  # bump when a stage's code changes in a way that changes its results
+
+
+@dataclass(frozen=True)
+class PosttrainRecipe:
+    base: str  # the pretrained toy model (zoo name) post-training starts from
+    sft: SFTConfig
+    rl: RLConfig
+    dpo: DPOConfig
+    eval_per_level: int  # held-out questions per skill and level
+
+
+def recipe(profile: str | None = None) -> PosttrainRecipe:
+    """The pipeline's settings, scaled by the profile."""
+    p = profile or current_profile()
+    sft_steps = by_profile(ci=150, laptop=400, profile=p)
+    rl_steps = by_profile(ci=40, laptop=120, profile=p)
+    dpo_steps = by_profile(ci=40, laptop=80, profile=p)
+    return PosttrainRecipe(
+        base="mini-scout",
+        sft=SFTConfig(steps=sft_steps, batch_size=32, lr=3e-3, warmup_steps=min(20, sft_steps // 5),
+                      pool_size=by_profile(ci=3000, laptop=8000, profile=p), keep_fraction=0.5,
+                      judge_at=sft_steps // 3,
+                      canonical_fraction=0.3, eval_every=max(25, sft_steps // 6)),
+        rl=RLConfig(steps=rl_steps, prompts_per_step=8, group_size=8, lr=1e-4, kl_coef=0.02, ppo_epochs=2,
+                    eval_every=max(10, rl_steps // 6)),
+        dpo=DPOConfig(steps=dpo_steps, pairs_per_step=16, pool_prompts=by_profile(ci=160, laptop=320, profile=p),
+                      beta=0.1, lr=1e-4, nll_coef=0.2, eval_every=max(10, dpo_steps // 4)),
+        eval_per_level=by_profile(ci=20, laptop=50, profile=p),
+    )
+
+
+def _stage_key(r: PosttrainRecipe, name: str, base_path: Path, profile: str) -> str:
+    """Fingerprint of a stage: the base model, the eval set size and the configs up to and including this stage."""
+    upto = STAGES[:STAGES.index(name) + 1]
+    payload = {"base": base_path.name, "profile": profile, "eval_per_level": r.eval_per_level,
+               "code": POSTTRAIN_CODE_VERSION}
+    payload.update({s: asdict(getattr(r, s)) for s in upto if s != "base"})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _base_path(name: str, profile: str) -> Path:
+    from .. import zoo
+
+    zoo.pretrained(name, profile=profile)  # trains it once if it is not cached yet
+    rec = zoo.recipes(profile)[name]
+    data = zoo.course_tokens("train", vocab_size=rec.config.vocab_size)
+    return cache_dir() / "models" / f"{name}-{profile}-{zoo._fingerprint(rec, profile, data.ids)}"
+
+
+def stage(name: str, profile: str | None = None, progress: bool = True):
+    """(model, record) of a finished stage, trained on first use (with every stage before it) and then cached.
+    record = {"metrics": held-out evaluation, "history": the stage's training curves, "cpu_seconds": …}."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+    profile = profile or current_profile()
+    r = recipe(profile)
+    tok = course_tokenizer()
+    evals = eval_set(r.eval_per_level)
+    base_path = _base_path(r.base, profile)
+    if name == "base":
+        path = cache_dir() / "posttrain" / f"base-{profile}-{_stage_key(r, 'base', base_path, profile)}"
+        path.mkdir(parents=True, exist_ok=True)
+        rec_file = path / "record.json"
+        if not rec_file.is_file():
+            model = from_pretrained(base_path, dtype=torch.float32).eval()
+            t0 = time.process_time()
+            metrics = evaluate(model, tok, evals)
+            rec_file.write_text(json.dumps({"metrics": metrics, "history": {}, "cpu_seconds": time.process_time() - t0}))
+        return from_pretrained(base_path, dtype=torch.float32).eval(), json.loads(rec_file.read_text())
+
+    path = cache_dir() / "posttrain" / f"{name}-{profile}-{_stage_key(r, name, base_path, profile)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes asking at once: one trains, the other waits and loads
+        if not (path / "record.json").is_file():
+            prev = STAGES[STAGES.index(name) - 1]
+            model, _ = stage(prev, profile, progress)
+            t0 = time.process_time()
+            if name == "sft":
+                hist = train_sft(model, tok, r.sft, evals, progress=progress, desc="sft")
+            elif name == "rl":
+                hist = train_rl(model, tok, r.rl, evals, progress=progress, desc="rl")
+            else:
+                hist = train_dpo(model, tok, r.dpo, evals, progress=progress, desc="dpo")
+            metrics = evaluate(model, tok, evals)
+            record = {"metrics": metrics, "history": hist.to_dict(), "cpu_seconds": time.process_time() - t0}
+            tmp = path.with_name(path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_pretrained(model, tmp)
+            (tmp / "record.json").write_text(json.dumps(record))
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.replace(path)
+    model = from_pretrained(path, dtype=torch.float32).eval()
+    return model, json.loads((path / "record.json").read_text())
+
+
+def stage_summary(name: str, record: dict) -> dict:
+    """One report.json entry: name, accuracy, format_rate and the details of the stage."""
+    m = record["metrics"]
+    out = {"name": name, "accuracy": m["accuracy"], "format_rate": m["format_rate"],
+           "finished_rate": m["finished_rate"], "accuracy_by_level": m["accuracy_by_level"],
+           "format_by_level": m["format_by_level"], "accuracy_by_kind": m["accuracy_by_kind"],
+           "cpu_seconds": record["cpu_seconds"]}
+    h = record["history"]
+    if name == "sft":
+        out.update(pool_levels=h["pool_levels"], kept_levels=h["kept_levels"], judged_at=h["judged_at"],
+                   final_loss=h["loss"][-1])
+    elif name == "rl":
+        out.update(mean_frac_dropped=sum(h["frac_dropped"]) / len(h["frac_dropped"]),
+                   mean_reward_first=_head_tail(h["reward"])[0], mean_reward_last=_head_tail(h["reward"])[1])
+    elif name == "dpo":
+        out.update(pairs=h["pairs"], final_margin=h["margin"][-1], heldout_pref_accuracy=h["heldout_pref_accuracy"][-1],
+                   heldout_pref_accuracy_start=h["heldout_pref_accuracy_start"])
+    return out
+
+
+def _head_tail(xs: list[float]) -> tuple[float, float]:
+    k = max(1, len(xs) // 4)
+    return sum(xs[:k]) / k, sum(xs[-k:]) / k
+
+
+def run(profile: str | None = None, out: str | Path | None = None, progress: bool = True) -> dict:
+    """Run (or load from the cache) every stage; write DIR/report.json and plots when `out` is given."""
+    profile = profile or current_profile()
+    t0 = time.process_time()
+    records = {}
+    for name in STAGES:
+        _, records[name] = stage(name, profile, progress)
+    report = {"profile": profile, "stages": [stage_summary(n, records[n]) for n in STAGES],
+              "cpu_seconds_this_call": time.process_time() - t0,
+              "cpu_seconds_training": sum(records[n]["cpu_seconds"] for n in STAGES)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot_report(records, out)
+    return report
+
+
+def plot_report(records: dict, out: Path) -> list[Path]:
+    """curves.png (SFT loss and accuracy, RL reward and dropped groups, DPO margins) and report_card.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sft, rl, dpo = (records[s]["history"] for s in ("sft", "rl", "dpo"))
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    ax[0].plot(sft["steps"], sft["loss"], lw=0.8, label="assistant-token loss")
+    ax[0].set_xlabel("SFT step")
+    ax[0].set_title("SFT")
+    a2 = ax[0].twinx()
+    a2.plot(sft["eval_steps"], sft["accuracy"], "o-", color="C1", label="held-out accuracy")
+    a2.set_ylim(0, 1)
+    ax[0].legend(loc="upper right", fontsize=8)
+    ax[1].plot(rl["steps"], rl["reward"], lw=0.8, label="mean reward")
+    ax[1].plot(rl["steps"], rl["frac_dropped"], lw=0.8, label="zero-advantage groups dropped")
+    ax[1].plot(rl["eval_steps"], rl["accuracy"], "o-", label="held-out accuracy")
+    ax[1].set_xlabel("RL step")
+    ax[1].set_ylim(0, 1)
+    ax[1].set_title("online RL")
+    ax[1].legend(fontsize=8)
+    ax[2].plot(dpo["steps"], dpo["chosen_reward"], lw=0.8, label="chosen reward")
+    ax[2].plot(dpo["steps"], dpo["rejected_reward"], lw=0.8, label="rejected reward")
+    ax[2].plot(dpo["steps"], dpo["margin"], lw=0.8, label="margin")
+    ax[2].set_xlabel("DPO step")
+    ax[2].set_title("DPO (β · log π/π_ref)")
+    ax[2].legend(fontsize=8)
+    fig.tight_layout()
+    curves = out / "curves.png"
+    fig.savefig(curves, dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = torch.arange(len(STAGES)).float()
+    acc = [records[s]["metrics"]["accuracy"] for s in STAGES]
+    fmt = [records[s]["metrics"]["format_rate"] for s in STAGES]
+    ax.bar(x - 0.2, acc, 0.4, label="accuracy")
+    ax.bar(x + 0.2, fmt, 0.4, label="format rate")
+    ax.set_xticks(x.tolist(), list(STAGES))
+    ax.set_ylim(0, 1)
+    ax.set_title("held-out report card")
+    ax.legend()
+    fig.tight_layout()
+    card = out / "report_card.png"
+    fig.savefig(card, dpi=100)
+    plt.close(fig)
+    return [curves, card]

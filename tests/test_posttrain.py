@@ -1,0 +1,229 @@
+"""Post-training: SFT, online RL, DPO and the pipeline (chapters 08–10).
+
+The unit tests run on a tiny random model. The claims at the end come from one real ci-profile run of the pipeline
+(`posttrain.run`), trained once and cached like the zoo models; the CLI test reads the same cached stages.
+"""
+
+import copy
+import json
+import math
+import pytest
+import torch
+
+from minillama4 import Llama4, Llama4Config
+from minillama4.chat import IGNORE_INDEX, encode_chat, encode_prompt
+from minillama4.data import course_tokenizer
+from minillama4.losses import dpo_loss, grpo_advantages, token_logprobs
+from minillama4.tasks import Task, sample_tasks
+from minillama4.train.dpo import Pair, make_pairs, pair_logps, preference_accuracy
+from minillama4.train.rl import RLConfig, _sample_groups, level_weights, policy_loss
+from minillama4.train.rollout import Rollout, completion_batch, evaluate, pad_batch, rollouts
+from minillama4.train.sft import (SFTConfig, judge_scores, make_examples, prune_easy, sft_loss, styled_reply,
+                                  train_sft)
+
+TOK = course_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = Llama4Config.preset("toy").replace(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                             num_key_value_heads=1, head_dim=32, intermediate_size=64,
+                                             intermediate_size_mlp=128)
+    torch.manual_seed(0)
+    return Llama4(cfg).eval()
+
+
+# ------------------------------------------------------------------------------------------------------------ SFT
+def test_sft_loss_counts_only_assistant_tokens(tiny):
+    tasks = sample_tasks(6, seed=0)
+    ex = make_examples(tasks, TOK, canonical_fraction=0.5, seed=0)
+    ids, labels = pad_batch([e[0] for e in ex], [e[1] for e in ex])
+    with torch.no_grad():
+        got = sft_loss(tiny, ids, labels)
+        logits = tiny(ids)
+    keep = labels != IGNORE_INDEX
+    want = -logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0][keep].mean()
+    torch.testing.assert_close(got, want)
+    # the prompt is not learned: changing the labels of prompt positions away from -100 changes the loss
+    assert keep.sum() < (ids != 0).sum() / 2
+    with pytest.raises(ValueError, match="assistant"):
+        sft_loss(tiny, ids, torch.full_like(labels, IGNORE_INDEX))
+
+
+def test_styled_replies_mix_the_house_style_in_the_given_share():
+    import random
+
+    t = Task("max", 1, "Which is the largest: 3, 8?", "8")
+    rng = random.Random(0)
+    styles = [styled_reply(t, rng, 0.3) for _ in range(2000)]
+    assert set(styles) == {"The answer is 8.", "Answer: 8", "It is 8"}
+    assert 0.26 < styles.count("The answer is 8.") / 2000 < 0.34
+
+
+def test_judge_scores_the_answer_tokens_and_pruning_keeps_the_hardest(tiny):
+    tasks = sample_tasks(5, seed=1)
+    scores = judge_scores(tiny, TOK, tasks)
+    t = tasks[0]
+    prefix = encode_prompt(TOK, t.messages()) + TOK.encode("The answer is")
+    n = len(TOK.encode(" " + t.answer))
+    full, _ = encode_chat(TOK, t.messages() + [{"role": "assistant", "content": t.reply()}])
+    with torch.no_grad():
+        logp = tiny(torch.tensor([full[:-1]])).log_softmax(-1)[0]
+    want = -sum(logp[p - 1, full[p]] for p in range(len(prefix), len(prefix) + n))
+    torch.testing.assert_close(scores[0], want)
+    kept = prune_easy(tasks, torch.tensor([1.0, 5.0, 3.0, 0.5, 4.0]), 0.6)
+    assert kept == [tasks[1], tasks[2], tasks[4]]  # the three highest, in the original order
+    with pytest.raises(ValueError, match="keep_fraction"):
+        prune_easy(tasks, scores, 0.0)
+    with pytest.raises(ValueError, match="one score per task"):
+        prune_easy(tasks, scores[:3], 0.5)
+
+
+def test_sft_lowers_the_assistant_loss(tiny):
+    model = copy.deepcopy(tiny)
+    h = train_sft(model, TOK, SFTConfig(steps=12, batch_size=8, lr=3e-3, warmup_steps=2, pool_size=64,
+                                        keep_fraction=0.5, judge_at=0, eval_every=0), judge=tiny, progress=False)
+    assert sum(h.kept_levels.values()) == 32 and sum(h.pool_levels.values()) == 64
+    assert sum(h.loss[-3:]) / 3 < sum(h.loss[:3]) / 3
+    h = train_sft(copy.deepcopy(tiny), TOK, SFTConfig(steps=6, batch_size=8, pool_size=40, keep_fraction=0.25, judge_at=3,
+                                                      eval_every=0), progress=False)  # the model judges itself
+    assert h.judged_at == 3 and sum(h.kept_levels.values()) == 10
+    with pytest.raises(ValueError, match="judge"):
+        train_sft(copy.deepcopy(tiny), TOK, SFTConfig(steps=2, pool_size=8, judge_at=0), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------------------ rollouts
+def test_rollouts_group_prompts_and_match_generate(tiny):
+    tasks = sample_tasks(5, seed=2)
+    greedy = rollouts(tiny, TOK, tasks, n=1)
+    for t, (r,) in zip(tasks, greedy):
+        ids = torch.tensor([encode_prompt(TOK, t.messages())])
+        want = tiny.generate(ids, max_new_tokens=12, eos_token_id=[TOK.special_ids["<|eot|>"], 5, 2])[0, ids.shape[1]:]
+        assert r.reply_ids == want.tolist()[:len(r.reply_ids)]
+        assert r.prompt_ids == ids[0].tolist()
+    groups = rollouts(tiny, TOK, tasks, n=4, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert [len(g) for g in groups] == [4] * 5 and all(r.task == t for t, g in zip(tasks, groups) for r in g)
+    m = evaluate(tiny, TOK, tasks)
+    assert 0 <= m["accuracy"] <= 1 and set(m["accuracy_by_level"]) <= {"1", "2", "3"}
+
+
+def test_completion_batch_labels_only_the_completion():
+    ids, labels = completion_batch([[1, 5, 6], [1, 7]], [[9, 8], [4, 3, 2]])
+    assert ids.tolist() == [[1, 5, 6, 9], [1, 7, 4, 3]]  # inputs: all but the last token, right padded
+    assert labels.tolist() == [[-100, -100, 9, 8], [-100, 4, 3, 2]]  # targets: shifted by one, completion only
+
+
+# ------------------------------------------------------------------------------------------------------------ RL
+def test_curriculum_moves_from_start_to_end_weights():
+    cfg = RLConfig(steps=11, start_weights=(1, 0, 0), end_weights=(0, 0, 1))
+    assert level_weights(0, cfg) == [1, 0, 0] and level_weights(10, cfg) == [0, 0, 1]
+    assert level_weights(5, cfg) == pytest.approx([0.5, 0, 0.5])
+
+
+def test_zero_advantage_groups_are_dropped(tiny):
+    cfg = RLConfig(prompts_per_step=6, group_size=4, drop_zero_advantage=True)
+    groups, kept, adv, frac = _sample_groups(tiny, TOK, 0, cfg, torch.Generator().manual_seed(0))
+    rewards = torch.tensor([[r.reward for r in g] for g in groups])
+    _, keep = grpo_advantages(rewards)
+    assert frac == pytest.approx(1 - keep.float().mean().item())
+    assert len(kept) == int(keep.sum()) and all(len({r.reward for r in g}) > 1 for g in kept)
+    cfg_all = RLConfig(prompts_per_step=6, group_size=4, drop_zero_advantage=False)
+    _, kept_all, adv_all, _ = _sample_groups(tiny, TOK, 0, cfg_all, torch.Generator().manual_seed(0))
+    assert len(kept_all) == 6 and adv_all.shape == (6, 4)
+
+
+def test_policy_loss_gradient_vanishes_with_zero_advantage_and_kl_is_zero_at_the_reference(tiny):
+    model = copy.deepcopy(tiny).train()
+    tasks = sample_tasks(3, seed=4)
+    rs = [r for g in rollouts(model, TOK, tasks, n=2, temperature=1.0, generator=torch.Generator().manual_seed(1))
+          for r in g]
+    ids, labels = completion_batch([r.prompt_ids for r in rs], [r.reply_ids for r in rs])
+    with torch.no_grad():
+        old = token_logprobs(model(ids), labels)
+    cfg = RLConfig(kl_coef=0.1)
+    loss, kl, clip = policy_loss(model, ids, labels, old, torch.zeros(len(rs)), cfg, ref_logp=old)
+    loss.backward()
+    assert kl.item() == pytest.approx(0.0, abs=1e-6) and clip == 0.0
+    assert all(p.grad is None or p.grad.abs().max() < 1e-6 for p in model.parameters())
+    model.zero_grad()
+    loss, _, _ = policy_loss(model, ids, labels, old, torch.randn(len(rs)), cfg, ref_logp=old)
+    loss.backward()
+    assert max(p.grad.abs().max() for p in model.parameters() if p.grad is not None) > 1e-4
+
+
+# ------------------------------------------------------------------------------------------------------------ DPO
+def _r(task, reply, correct, formatted, ids):
+    return Rollout(task, [1, 2], ids, reply, True, correct, formatted)
+
+
+def test_pairs_prefer_correct_well_formatted_replies_against_the_closest_worse_one():
+    t = Task("max", 1, "q", "8")
+    good, fmt_only, wrong_fmt, wrong = (_r(t, "The answer is 8.", True, True, [3]), _r(t, "8", True, False, [4]),
+                                        _r(t, "The answer is 2.", False, True, [5]), _r(t, "2", False, False, [6]))
+    pairs = make_pairs([[wrong, good, fmt_only], [wrong_fmt, good], [fmt_only, wrong], [good, good]])
+    assert [(p.chosen_ids, p.rejected_ids, p.kind) for p in pairs] == [([3], [4], "format"), ([3], [5], "correctness")]
+
+
+def test_dpo_loss_is_ln2_at_the_start_and_the_reference_gets_no_gradient(tiny):
+    policy, ref = copy.deepcopy(tiny).train(), copy.deepcopy(tiny).eval().requires_grad_(False)
+    pairs = [Pair(encode_prompt(TOK, [{"role": "user", "content": "hi"}]), TOK.encode("The answer is 3.") + [8],
+                  TOK.encode("3") + [8], "format", "", "") for _ in range(3)]
+    pc, pr = pair_logps(policy, pairs)
+    with torch.no_grad():
+        rc, rr = pair_logps(ref, pairs)
+    loss, cr, rj = dpo_loss(pc, pr, rc, rr, 0.1)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
+    assert preference_accuracy(policy, ref, pairs, 0.1) == 0.0  # ties
+    loss.backward()
+    assert all(p.grad is None for p in ref.parameters())
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in policy.parameters())
+
+
+# ------------------------------------------------------------------------------------------------------------ the pipeline
+@pytest.fixture(scope="module")
+def ci_report(tmp_path_factory):
+    """One real ci-profile run of base → SFT → RL → DPO (trained on first use, then read from the stage cache)."""
+    from minillama4.train.posttrain import run
+
+    out = tmp_path_factory.mktemp("posttrain")
+    return run(profile="ci", out=out, progress=False), out
+
+
+@pytest.mark.timeout(1800)
+def test_pipeline_report_and_plots(ci_report):
+    report, out = ci_report
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert [s["name"] for s in report["stages"]] == ["base", "sft", "rl", "dpo"]
+    for s in report["stages"]:
+        assert 0 <= s["accuracy"] <= 1 and 0 <= s["format_rate"] <= 1
+    for png in ("curves.png", "report_card.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(1800)
+def test_pipeline_claims_hold_under_the_ci_profile(ci_report):
+    st = {s["name"]: s for s in ci_report[0]["stages"]}
+    hard = lambda s: (s["accuracy_by_level"]["2"] + s["accuracy_by_level"]["3"]) / 2  # noqa: E731
+    # SFT raises held-out accuracy over the base model (which never even ends its turn)
+    assert st["base"]["accuracy"] < 0.05 and st["sft"]["accuracy"] > st["base"]["accuracy"] + 0.3
+    # RL raises it further on the harder prompts (levels 2 and 3)
+    assert hard(st["rl"]) > hard(st["sft"])
+    # DPO raises the targeted preference (the house format) without lowering accuracy by more than 5 points
+    assert st["dpo"]["format_rate"] > st["rl"]["format_rate"] + 0.3
+    assert st["dpo"]["accuracy"] >= st["rl"]["accuracy"] - 0.05
+    assert st["dpo"]["heldout_pref_accuracy"] > st["dpo"]["heldout_pref_accuracy_start"] + 0.5
+    # zero-advantage groups were dropped (and are reported)
+    assert 0 < st["rl"]["mean_frac_dropped"] < 1
+    # the whole post-training budget of the ci profile: at most 4 minutes of single-thread CPU
+    assert ci_report[0]["cpu_seconds_training"] <= 240
+
+
+@pytest.mark.timeout(1800)
+def test_cli_posttrain_writes_the_report(ci_report, tmp_path, capsys):
+    from minillama4.cli import main
+
+    assert main(["posttrain", "--profile", "ci", "--out", str(tmp_path), "--quiet"]) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["stages"] == ci_report[0]["stages"]
+    printed = capsys.readouterr().out
+    assert "sft" in printed and "dpo" in printed and "report.json" in printed
