@@ -19,10 +19,11 @@ def _rewrite(path, edit):
     save_file(sd, str(f), metadata={"format": "pt"})
 
 
-def test_vision_tensors_of_the_conditional_layout_are_skipped(tmp_path):
+def test_conditional_layout_loads_the_text_model_and_the_vision_tower(tmp_path):
     path = write_hf_checkpoint(tmp_path / "c", layout="conditional")
     m = minillama4.from_pretrained(path)
     assert isinstance(m, minillama4.Llama4) and m.config.num_hidden_layers == 4
+    assert m.config.vision_config is not None and m.vision_model is not None and m.multi_modal_projector is not None
 
 
 def test_missing_tensor(scout_ckpt):
