@@ -172,8 +172,8 @@ class _Explorer:
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
 
-    def figure(self):
-        raise NotImplementedError
+    def figure(self):  # each explorer draws its own picture
+        raise NotImplementedError(f"{type(self).__name__} must define figure()")
 
     def _render(self) -> None:
         self.image.value = figure_to_png(self.figure())

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .config import Llama4Config
 from .model import Llama4
-from .train import TrainConfig, lr_at, make_optimizer, seed_everything
+from .train import TrainConfig, lr_at, make_optimizer, optimizer_step, seed_everything
 
 NEEDLE_TOKEN = "<|python_start|>"  # opens the needle:  <|python_start|> k_1 … k_m   ("the passkey is …")
 QUERY_TOKEN = "<|python_end|>"  # opens the query:   <|python_end|> → the model must say k_1 … k_m
@@ -190,13 +190,8 @@ def train_needle(config: Llama4Config, task: NeedleTask, cfg: TrainConfig, answe
     model.train()
     t0 = time.perf_counter()
     for step in tqdm(range(cfg.steps), desc=desc, disable=not progress, mininterval=1.0):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
         loss, ce, ce_ans = needle_loss(model, task.sample(cfg.batch_size, cfg.seq_len, g), answer_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, model, cfg.grad_clip, lr=lr_at(step, cfg))
         hist.loss.append(ce.item())
         hist.answer_loss.append(ce_ans.item())
     hist.seconds = time.perf_counter() - t0

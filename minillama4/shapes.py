@@ -39,7 +39,7 @@ from .losses import load_balancing_loss
 from .model import Llama4
 from .profile import by_profile, current_profile
 from .train import seed_everything
-from .train.pretrain import lr_at
+from .train.pretrain import lr_at, optimizer_step
 from .vision import VisionConfig
 
 IMAGE_SIZE = 16  # pixels per side: one tile
@@ -259,14 +259,9 @@ def train_vlm(model: Llama4, cfg: VLMTrainConfig, progress: bool = True, desc: s
     t0 = time.process_time()
     model.train()
     for step in tqdm(range(cfg.steps), desc=desc, disable=not progress, mininterval=1.0):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
         batch = encode([make_example(TASKS[rng.randrange(len(TASKS))], rng, size) for _ in range(cfg.batch_size)], tpt)
         loss, ce, _ = answer_loss(model, batch, cfg.see_images, cfg.balance_coef)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, model, cfg.grad_clip, lr=lr_at(step, cfg))
         hist.steps.append(step)
         hist.train_loss.append(ce.item())
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:

@@ -11,8 +11,8 @@
 Later stages (distillation, SFT, online RL, DPO) build on these pieces.
 """
 
-from .pretrain import (History, TrainConfig, evaluate, get_batch, lm_loss, lr_at, make_optimizer, seed_everything,
-                       train)
+from .pretrain import (History, TrainConfig, evaluate, get_batch, lm_loss, lr_at, make_optimizer, optimizer_step,
+                       seed_everything, train)
 
-__all__ = ["History", "TrainConfig", "evaluate", "get_batch", "lm_loss", "lr_at", "make_optimizer", "seed_everything",
-           "train"]
+__all__ = ["History", "TrainConfig", "evaluate", "get_batch", "lm_loss", "lr_at", "make_optimizer", "optimizer_step",
+           "seed_everything", "train"]

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from ..losses import distillation_loss
 from ..model import Llama4
 from ..profile import by_profile
-from .pretrain import History, TrainConfig, evaluate, get_batch, lr_at, make_optimizer, router_aux_loss
+from .pretrain import (History, TrainConfig, evaluate, get_batch, lr_at, make_optimizer, optimizer_step,
+                       router_aux_loss)
 
 SCHEDULES = ("constant", "linear", "wsd", "ramp_up")
 
@@ -138,8 +139,6 @@ def distill(student: Llama4, teacher: Llama4 | None, train_ids: torch.Tensor, va
 
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
         x, y = get_batch(train_ids, cfg.batch_size, cfg.seq_len, g)
         logits, routing = student(x, return_routing=True)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))  # the hard targets
@@ -149,12 +148,8 @@ def distill(student: Llama4, teacher: Llama4 | None, train_ids: torch.Tensor, va
             if codistill:  # one teacher forward pass: its own training step and the student's soft targets
                 t_logits, t_routing = teacher(x, return_routing=True)
                 t_ce = F.cross_entropy(t_logits.reshape(-1, t_logits.shape[-1]).float(), y.reshape(-1))
-                for group in t_opt.param_groups:
-                    group["lr"] = lr_at(step, teacher_cfg)
-                t_opt.zero_grad(set_to_none=True)
-                (t_ce + router_aux_loss(t_routing, teacher_cfg)).backward()
-                torch.nn.utils.clip_grad_norm_(teacher.parameters(), teacher_cfg.grad_clip)
-                t_opt.step()
+                optimizer_step(t_opt, t_ce + router_aux_loss(t_routing, teacher_cfg), teacher, teacher_cfg.grad_clip,
+                               lr=lr_at(step, teacher_cfg))
                 t_logits = t_logits.detach()  # targets from the teacher as it was at this step's forward pass
             else:
                 with torch.no_grad():
@@ -162,10 +157,7 @@ def distill(student: Llama4, teacher: Llama4 | None, train_ids: torch.Tensor, va
             alpha = alpha_at(step, cfg.steps, kd)
             soft = distillation_loss(logits, t_logits, y, kd.temperature, alpha=1.0)  # T² · KL(p_T ‖ q_T)
             loss = alpha * soft + (1 - alpha) * ce + router_aux_loss(routing, cfg)  # = distillation_loss(α) + aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, student, cfg.grad_clip, lr=lr_at(step, cfg))
         hist.steps.append(step)
         hist.train_loss.append(ce.item())
         hist.alpha.append(alpha)

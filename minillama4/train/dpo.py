@@ -27,7 +27,7 @@ import torch
 
 from ..losses import dpo_loss, sequence_logprobs
 from ..tasks import KINDS, Task, sample_tasks
-from .pretrain import TrainConfig, make_optimizer, seed_everything
+from .pretrain import TrainConfig, make_optimizer, optimizer_step, seed_everything
 from .rollout import MAX_NEW_TOKENS, Rollout, completion_batch, evaluate, rollouts
 
 
@@ -157,10 +157,7 @@ def train_dpo(model, tok, cfg: DPOConfig, eval_tasks: list[Task] | None = None, 
         pc, pr = pair_logps(model, batch)
         loss, cr, rj = dpo_loss(pc, pr, ref_c[idx], ref_r[idx], cfg.beta)
         total = loss + cfg.nll_coef * chosen_nll(pc, batch) if cfg.nll_coef else loss
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, total, model, cfg.grad_clip)
         model.eval()
         hist.steps.append(step)
         hist.loss.append(loss.item())

@@ -124,6 +124,19 @@ def make_optimizer(model: Llama4, cfg: TrainConfig) -> torch.optim.AdamW:
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, model: torch.nn.Module, grad_clip: float,
+                   lr: float | None = None) -> None:
+    """One update, the same in every training loop of the course: (set the learning rate,) back-propagate, clip the
+    global gradient norm of `model`'s parameters to `grad_clip`, step."""
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
 def train(model: Llama4, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: TrainConfig, progress: bool = True,
           desc: str = "training", on_eval=None, on_step=None) -> History:
     """Train in place; returns the History. on_eval(step, history) is called after each evaluation
@@ -140,14 +153,9 @@ def train(model: Llama4, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: Tr
     t0 = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
         x, y = get_batch(train_ids, cfg.batch_size, cfg.seq_len, g)
         loss, ce, routing = lm_loss(model, x, y, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, model, cfg.grad_clip, lr=lr_at(step, cfg))
         if on_step is not None:
             on_step(step, routing)
         hist.steps.append(step)

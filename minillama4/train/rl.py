@@ -28,7 +28,7 @@ import torch
 
 from ..losses import clipped_policy_loss, grpo_advantages, kl_to_reference, masked_mean, token_logprobs
 from ..tasks import KINDS, LEVELS, Task, sample_tasks
-from .pretrain import make_optimizer, seed_everything, TrainConfig
+from .pretrain import TrainConfig, make_optimizer, optimizer_step, seed_everything
 from .rollout import MAX_NEW_TOKENS, completion_batch, evaluate, rollouts
 
 
@@ -155,10 +155,7 @@ def train_rl(model, tok, cfg: RLConfig, eval_tasks: list[Task] | None = None, pr
             model.train()
             for _ in range(cfg.ppo_epochs):
                 loss, kl, clip_frac = policy_loss(model, ids, labels, old_logp, adv_B, cfg, ref_logp)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                optimizer_step(opt, loss, model, cfg.grad_clip)
             model.eval()
             loss_v, kl_v, clip_v = loss.item(), kl.item(), clip_frac
         hist.loss.append(loss_v)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..chat import IGNORE_INDEX, encode_chat, encode_prompt, sft_example
 from ..losses import token_logprobs
 from ..tasks import KINDS, LEVELS, Task, sample_tasks
-from .pretrain import make_optimizer, seed_everything
+from .pretrain import make_optimizer, optimizer_step, seed_everything
 from .rollout import evaluate, pad_batch
 
 STYLES = ("The answer is {}.", "Answer: {}", "It is {}")  # the canonical style first
@@ -176,15 +176,10 @@ def train_sft(model, tok, cfg: SFTConfig, eval_tasks: list[Task] | None = None, 
         if prune and cfg.judge_at and step == cfg.judge_at:
             judge_and_prune(step, model)
             model.train()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg)
         pick = torch.randint(0, len(examples), (cfg.batch_size,), generator=g).tolist()
         ids, labels = pad_batch([examples[i][0] for i in pick], [examples[i][1] for i in pick])
         loss = sft_loss(model, ids, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, model, cfg.grad_clip, lr=_lr(step, cfg))
         hist.steps.append(step)
         hist.loss.append(loss.item())
         last = step + 1 == cfg.steps
