@@ -60,6 +60,16 @@ def load_hf(path, layout="causal", attn="eager"):
     return cls.from_pretrained(str(path), dtype=torch.float32, attn_implementation=attn).eval()
 
 
+def rewrite_checkpoint(path, edit):
+    """Edit a single-file checkpoint's tensors in place: edit(state_dict) may pop, add or replace entries."""
+    from safetensors.torch import load_file, save_file
+
+    f = path / "model.safetensors"
+    sd = load_file(str(f))
+    edit(sd)
+    save_file(sd, str(f), metadata={"format": "pt"})
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |a|"""
     return ((a.float() - b.float()).abs().max() / a.float().abs().max()).item()

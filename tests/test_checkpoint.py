@@ -5,18 +5,10 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import minillama4
 from minillama4.checkpoint import CheckpointError
-from conftest import write_hf_checkpoint
-
-
-def _rewrite(path, edit):
-    f = path / "model.safetensors"
-    sd = load_file(str(f))
-    edit(sd)
-    save_file(sd, str(f), metadata={"format": "pt"})
+from conftest import rewrite_checkpoint as _rewrite, write_hf_checkpoint
 
 
 def test_conditional_layout_loads_the_text_model_and_the_vision_tower(tmp_path):

@@ -150,14 +150,19 @@ PEAK_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak RSS is measured through Linux /proc")
-def test_peak_host_memory_is_the_int4_model_plus_about_one_shard(tmp_path):
+@pytest.mark.parametrize("allocator", ["glibc defaults", "return freed memory at once"])
+def test_peak_host_memory_is_the_int4_model_plus_about_one_shard(tmp_path, allocator):
     """Host memory while streaming a 54 MB bf16 checkpoint into int4, measured in a fresh process (peak resident set
-    size, reset after a warm-up). glibc keeps freed memory for reuse; the MALLOC_* settings make it hand memory
-    back at once, so the resident set tracks what is live."""
+    size, reset after a warm-up). The resident set includes the pages of the shard being read (it is memory-mapped).
+    With glibc's defaults freed memory is kept for reuse unless the loader trims it (it does, after each tensor);
+    the MALLOC_* settings make glibc hand every free back at once, so the resident set tracks what is live."""
     big = _write_big(tmp_path / "big")
     shard_sizes = [f.stat().st_size for f in big.glob("model-*.safetensors")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MALLOC_ARENA_MAX="1", MALLOC_MMAP_THRESHOLD_="65536",
-               MALLOC_TRIM_THRESHOLD_="0")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for k in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        env.pop(k, None)
+    if allocator != "glibc defaults":
+        env.update(MALLOC_ARENA_MAX="1", MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     tiny = write_hf_checkpoint(tmp_path / "tiny", hidden_size=128, intermediate_size=128)  # for the warm-up
     r = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(big), str(tiny)], capture_output=True, text=True,
                        env=env, timeout=300)
@@ -165,10 +170,14 @@ def test_peak_host_memory_is_the_int4_model_plus_about_one_shard(tmp_path):
     m = json.loads(r.stdout.strip().splitlines()[-1])
     bf16_total = sum(shard_sizes)
     MiB = 2 ** 20
-    print(f"bf16 checkpoint {bf16_total / MiB:.1f} MiB in {len(shard_sizes)} shards (largest {max(shard_sizes) / MiB:.1f}); "
-          f"int4 model {m['weights'] / MiB:.1f} MiB; peak {m['peak'] / MiB:.1f} MiB; after loading {m['end'] / MiB:.1f} MiB")
+    print(f"{allocator}: bf16 checkpoint {bf16_total / MiB:.1f} MiB in {len(shard_sizes)} shards (largest "
+          f"{max(shard_sizes) / MiB:.1f}); int4 model {m['weights'] / MiB:.1f} MiB; peak {m['peak'] / MiB:.1f} MiB; "
+          f"after loading {m['end'] / MiB:.1f} MiB")
     assert m["weights"] < 0.3 * bf16_total
-    assert m["peak"] <= m["weights"] + max(shard_sizes) + 8 * MiB  # measured: 15.3 + 10.8 MiB (largest shard 8.5)
+    # measured on the CI kind of machine: 15.3 MiB int4 model, largest shard 8.5 MiB; peak 26.0 MiB with the MALLOC_*
+    # settings, 31.8-34.0 MiB with glibc's defaults (34.5-36.9 MiB, and 22-27 MiB left after loading, before the trim)
+    slack = 8 * MiB if allocator != "glibc defaults" else max(shard_sizes) + 8 * MiB
+    assert m["peak"] <= m["weights"] + max(shard_sizes) + slack
     assert m["end"] <= m["weights"] + 4 * MiB  # nothing of the bf16 checkpoint stays behind
 
 

@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import minillama4
 from minillama4 import Llama4, Llama4Config
 from minillama4.checkpoint import CheckpointError
 from minillama4.vision import VisionConfig, merge_image_features, patchify, pixel_shuffle, vision_rope_angles
 from conftest import hf_text_config, load_hf, rel_err, transformers
+from conftest import rewrite_checkpoint as _rewrite
 
 TOL = 1e-5  # max |Δ| / max |ref| in float32
 PATCH = 150  # <|patch|> id inside the tiny 160-token vocabulary
@@ -215,13 +215,6 @@ def test_save_pretrained_writes_what_transformers_loads(tmp_path):
     x = tiles(1, seed=6)
     with torch.no_grad():
         assert rel_err(ref(input_ids=ids, pixel_values=x).logits, model(ids, pixel_values=x)) <= TOL
-
-
-def _rewrite(path, edit):
-    f = path / "model.safetensors"
-    sd = load_file(str(f))
-    edit(sd)
-    save_file(sd, str(f), metadata={"format": "pt"})
 
 
 def test_missing_and_misshaped_vision_tensors(tmp_path):
