@@ -1,4 +1,4 @@
-"""How much faster is minillama4's sparse MoE than transformers' dense one? (CPU, float32)
+"""How much faster is minillama4's sparse MoE than transformers' dense one? (float32; CPU, or CUDA with --device)
 
 What it measures
 ----------------
@@ -22,6 +22,7 @@ Run
 ---
     python bench/moe_vs_transformers.py                  # default: 7 rounds after warm-up
     python bench/moe_vs_transformers.py --rounds 11 --threads 2 --json bench/results.json
+    python bench/moe_vs_transformers.py --device cuda            # the same comparison on a GPU
 
 Everything is random and local: no network, no downloads. Exit status is 0 whatever the PASS/FAIL outcome.
 
@@ -75,8 +76,8 @@ def build_models(tmpdir: str):
     torch.manual_seed(0)
     hf = Llama4ForCausalLM._from_config(cfg, attn_implementation=ATTN_IMPL).eval()
     hf.save_pretrained(tmpdir)
-    ours = minillama4.from_pretrained(tmpdir, dtype=torch.float32)
-    return hf, ours
+    ours = minillama4.from_pretrained(tmpdir, dtype=torch.float32, device=DEVICE)
+    return hf.to(DEVICE), ours
 
 
 def next_token_loss(logits_BTV: torch.Tensor, ids_BT: torch.Tensor) -> torch.Tensor:
@@ -92,10 +93,20 @@ def ours_logits(model, ids):
     return model(ids)
 
 
+DEVICE = torch.device("cpu")  # --device; everything below runs here
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn) -> float:
-    """Wall time of fn() in milliseconds."""
+    """Wall time of fn() in milliseconds (on CUDA: from an idle device to all queued work done)."""
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return (time.perf_counter() - t0) * 1e3
 
 
@@ -118,7 +129,7 @@ def bench_models(rounds: int, warmup: int) -> dict:
     with tempfile.TemporaryDirectory() as tmpdir:
         hf, ours = build_models(tmpdir)
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=g)
+    ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=g).to(DEVICE)
 
     # Equal computations first: same logits (within float32 noise), same routing.
     with torch.no_grad():
@@ -160,7 +171,8 @@ def bench_moe_layer(rounds: int, warmup: int, tokens: int = BATCH * SEQ, reps: i
     for p in moe.parameters():
         torch.nn.init.normal_(p, std=HIDDEN ** -0.5)  # O(1) activations; router logits of std ~1 spread the routing
     floor = SwiGLU(HIDDEN, 2 * EXPERT_FFN)  # shared expert + one routed expert = the active parameters per token
-    x = torch.randn(tokens, HIDDEN)
+    moe, floor = moe.to(DEVICE), floor.to(DEVICE)
+    x = torch.randn(tokens, HIDDEN).to(DEVICE)
 
     with torch.no_grad():
         load = torch.bincount(moe(x)[1].indices.reshape(-1), minlength=EXPERTS)
@@ -208,20 +220,27 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
     ap.add_argument("--layer-tokens", type=int, nargs="+", default=[BATCH * SEQ, 4 * BATCH * SEQ],
                     help="token counts for the MoE-layer-alone comparison (default 1024 = 2 x 512, as the spec, and 4096)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: both models run there, timings synchronize")
     ap.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 on both sides
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     import transformers
     machine = {"processor": platform.processor() or platform.machine(), "platform": platform.platform(),
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "transformers": transformers.__version__, "python": platform.python_version()}
+               "transformers": transformers.__version__, "python": platform.python_version(), "device": str(DEVICE)}
+    if DEVICE.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(DEVICE)
     print(f"machine: {machine['processor']} ({machine['platform']}), {machine['cpu_count']} CPUs, "
           f"torch threads {machine['torch_threads']}")
     print(f"torch {machine['torch']}, transformers {machine['transformers']}, python {machine['python']}")
     print(f"model: hidden {HIDDEN}, expert FFN {EXPERT_FFN}, {EXPERTS} experts top-{TOP_K} + shared, {LAYERS} MoE "
-          f"layers, {HEADS}/{KV_HEADS} heads x {HEAD_DIM}, vocab {VOCAB}; input {BATCH} x {SEQ} tokens, float32, CPU; "
+          f"layers, {HEADS}/{KV_HEADS} heads x {HEAD_DIM}, vocab {VOCAB}; input {BATCH} x {SEQ} tokens, float32, {DEVICE}; "
           f"transformers attn_implementation={ATTN_IMPL!r}")
     print(f"{args.rounds} timed rounds after {args.warmup} warm-up rounds, medians\n")
 
