@@ -21,10 +21,12 @@ class LayerKV:
         self.v = torch.zeros_like(self.k)  # v_BKSD
         self.chunk_size, self.start, self.length = chunk_size, 0, 0
 
-    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, positions: torch.Tensor):
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, positions: torch.Tensor, p0: int | None = None):
         """Add T new keys/values (positions p0 … p0+T-1). Returns the keys, values and positions the new queries
-        may look at (kept past + new); the caller's mask narrows them further to the right chunk."""
-        p0, T, C = int(positions[0]), k_new.shape[2], self.chunk_size
+        may look at (kept past + new); the caller's mask narrows them further to the right chunk.
+        p0: the first position as a Python int, when the caller knows it (KVCache does): reading it from
+        `positions` would make a GPU wait for the device at every layer."""
+        p0, T, C = int(positions[0]) if p0 is None else p0, k_new.shape[2], self.chunk_size
         if p0 != self.start + self.length:
             raise RuntimeError(f"KV cache out of step: expected position {self.start + self.length}, got {p0}")
         if C is not None and p0 // C != self.start // C:  # a new chunk began: the old one is invisible from now on
@@ -66,7 +68,7 @@ class KVCache:
                              f"were asked for; make a larger cache (max_len) or shorten the request")
 
     def update(self, layer_idx: int, k, v, positions):
-        return self.layers[layer_idx].update(k, v, positions)
+        return self.layers[layer_idx].update(k, v, positions, p0=self.pos)  # the new tokens start at self.pos
 
     def advance(self, num_new: int) -> None:
         self.pos += num_new

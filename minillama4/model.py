@@ -115,18 +115,20 @@ class Llama4(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, return_routing: bool = False, return_attention: bool = False,
-                last_only: bool = False):
+                last_only: bool = False, check_ids: bool = True):
         """input_ids [B, T] → logits [B, T, V] (or [B, 1, V] with last_only).
         pixel_values [N, C, S, S]: image tiles (minillama4.image.preprocess) whose features replace the embeddings of
         the `<|patch|>` tokens in input_ids, in order; their number must equal N · tokens_per_tile.
         With a cache, the tokens continue the cached sequence (positions cache.pos …) and are added to it.
         return_routing=True also returns one RouterOutput per MoE layer; return_attention=True also returns every
         layer's attention weights [B, H, T, S] (computed explicitly, slower: for pictures). The result is then a
-        tuple: (logits, routing) / (logits, attention) / (logits, routing, attention)."""
+        tuple: (logits, routing) / (logits, attention) / (logits, routing, attention).
+        check_ids=False skips the token-range check (it makes a GPU wait for the device): generate() passes it for
+        the tokens it sampled itself."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+        if check_ids and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         start = 0
@@ -182,7 +184,8 @@ class Llama4(nn.Module):
         step_input = input_ids
         for step in range(max_new_tokens):
             if use_cache:  # the images enter with the prompt (prefill); decode steps add text tokens only
-                logits_BV = self(step_input, pixel_values if step == 0 else None, cache=cache, last_only=True)[:, -1]
+                logits_BV = self(step_input, pixel_values if step == 0 else None, cache=cache, last_only=True,
+                                 check_ids=step == 0)[:, -1]
             else:  # the whole sequence again, images included
                 logits_BV = self(ids, pixel_values, last_only=True)[:, -1]
             nxt_B = sample_next_token(logits_BV, temperature, top_p, generator)
@@ -191,6 +194,6 @@ class Llama4(nn.Module):
                 done |= torch.isin(nxt_B, eos)
             ids = torch.cat([ids, nxt_B[:, None]], dim=1)
             step_input = nxt_B[:, None]
-            if done.all():
+            if len(eos) and done.all():  # (a host-device sync: only when there is something to wait for)
                 break
         return ids

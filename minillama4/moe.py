@@ -26,7 +26,9 @@ def dispatch(idx_TK: torch.Tensor, num_experts: int):
     flat_N = idx_TK.reshape(-1)  # expert of each assignment, N = T·k
     slot_N = torch.argsort(flat_N, stable=True)  # assignments grouped by expert
     token_N = slot_N // idx_TK.shape[1]  # which token each assignment came from
-    counts_E = torch.bincount(flat_N, minlength=num_experts)
+    # counts by scatter-add, not bincount: on CUDA bincount reads the largest index back to size its output, a
+    # host-device sync in every MoE layer
+    counts_E = flat_N.new_zeros(num_experts).scatter_add_(0, flat_N, torch.ones_like(flat_N))
     return token_N, slot_N, counts_E
 
 

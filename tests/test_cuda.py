@@ -61,3 +61,23 @@ def test_bf16_on_cuda_tracks_transformers_bf16(tmp_path, kind):
     agree = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
     print(f"{kind}: bf16 CUDA rel err {rel_err(want, got):.2e}, argmax agreement {agree:.3f}, equal {torch.equal(want, got)}")
     assert rel_err(want, got) <= 0.02 and agree >= 0.95
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="the sync-free expert path (torch._grouped_mm in bfloat16) needs a Hopper or newer GPU")
+def test_bf16_decode_steps_never_wait_for_the_gpu(tmp_path):
+    """A decode step queues its kernels without reading anything back (no .item(), .tolist(), bincount, …): the
+    precondition for capturing it in a CUDA graph. The prefill may check the prompt's token ids (one sync)."""
+    m = minillama4.from_pretrained(write_hf_checkpoint(tmp_path / "c", "scout"), dtype=torch.bfloat16, device="cuda")
+    ids = torch.randint(0, m.config.vocab_size, (1, 20), device="cuda")
+    cache = m.new_cache(1, 64)
+    with torch.no_grad():
+        nxt = m(ids, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(6):
+                nxt = m(nxt, cache=cache, last_only=True, check_ids=False)[:, -1].argmax(-1, keepdim=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert cache.pos == 26
