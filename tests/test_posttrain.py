@@ -207,8 +207,8 @@ def test_pipeline_claims_hold_under_the_ci_profile(ci_report):
     hard = lambda s: (s["accuracy_by_level"]["2"] + s["accuracy_by_level"]["3"]) / 2  # noqa: E731
     # SFT raises held-out accuracy over the base model (which never even ends its turn)
     assert st["base"]["accuracy"] < 0.05 and st["sft"]["accuracy"] > st["base"]["accuracy"] + 0.3
-    # RL raises it further on the harder prompts (levels 2 and 3)
-    assert hard(st["rl"]) > hard(st["sft"])
+    # RL raises it further, on the harder prompts too (levels 2 and 3; measured 0.695 → 0.77 on 200 questions)
+    assert hard(st["rl"]) > hard(st["sft"]) + 0.03 and st["rl"]["accuracy"] > st["sft"]["accuracy"] + 0.05
     # DPO raises the targeted preference (the house format) without lowering accuracy by more than 5 points
     assert st["dpo"]["format_rate"] > st["rl"]["format_rate"] + 0.3
     assert st["dpo"]["accuracy"] >= st["rl"]["accuracy"] - 0.05
@@ -216,6 +216,41 @@ def test_pipeline_claims_hold_under_the_ci_profile(ci_report):
     # zero-advantage groups were dropped (and are reported)
     assert 0 < st["rl"]["mean_frac_dropped"] < 1
     # (report.json also records cpu_seconds_training; speed is a benchmark's business, not a test's)
+
+
+@pytest.fixture(scope="module")
+def ci_ablation(ci_report):
+    """RL from the ci SFT model three ways: drop + refill (the "rl" stage), drop only, keep every group (cached)."""
+    from minillama4.train.posttrain import ablation_table, rl_ablation
+
+    abl = rl_ablation(profile="ci", progress=False)
+    return abl, {row["variant"]: row for row in ablation_table(abl)}
+
+
+@pytest.mark.timeout(1800)
+def test_dropping_zero_advantage_groups_under_the_ci_profile(ci_report, ci_ablation):
+    abl, rows = ci_ablation
+    refill, drop, keep = rows["drop + refill"], rows["drop"], rows["keep all"]
+    hist = {name: v["history"] for name, v in abl["variants"].items()}
+    # the same SFT model, seed and number of update steps; the recipe's variant is the pipeline's RL stage itself
+    assert len({len(h["steps"]) for h in hist.values()}) == 1
+    rl = {s["name"]: s for s in ci_report[0]["stages"]}["rl"]
+    assert refill["accuracy"] == rl["accuracy"]
+    # the fraction dropped is recorded per step, and zero-advantage groups are common (easy and hopeless prompts)
+    for h in hist.values():
+        assert len(h["frac_dropped"]) == len(h["steps"]) and 0 < sum(h["frac_dropped"]) / len(h["steps"]) < 1
+    # dropping trains only on groups with signal; keeping all spends a large share of every update on zeros
+    assert refill["frac_trained_informative"] == drop["frac_trained_informative"] == 1.0
+    assert keep["frac_trained_informative"] < 0.85
+    # dropping alone: far fewer completion tokens through the forward and backward passes of the updates (measured
+    # 0.69×; the update CPU time fell about as much, 61 vs 86 s, but times are a benchmark's business, not a test's)
+    assert drop["tokens_trained"] < 0.8 * keep["tokens_trained"]
+    # refilling: every step trains on a full batch of informative groups, for the price of sampling more groups
+    assert refill["groups_sampled"] > 1.3 * keep["groups_sampled"]
+    # held-out accuracy at equal update steps: on one seed the three variants ended within noise of each other
+    # (0.83 / 0.82 / 0.83, levels 2+3 0.77 / 0.795 / 0.795, on 300 questions). Asserted: neither way of dropping
+    # costs more than 5 points against keeping everything; no variant is claimed to be more accurate.
+    assert drop["accuracy"] >= keep["accuracy"] - 0.05 and refill["accuracy"] >= keep["accuracy"] - 0.05
 
 
 @pytest.mark.timeout(1800)

@@ -60,6 +60,10 @@ class RLHistory:
     reward_by_level: list[dict] = field(default_factory=list)  # level → mean reward of the step's replies
     frac_dropped: list[float] = field(default_factory=list)  # share of groups with zero advantage
     frac_tokens_used: list[float] = field(default_factory=list)  # completion tokens in the update / all sampled
+    groups_sampled: list[int] = field(default_factory=list)  # groups sampled in the step (> prompts_per_step on refill)
+    tokens_sampled: list[int] = field(default_factory=list)  # completion tokens generated in the step
+    tokens_trained: list[int] = field(default_factory=list)  # completion tokens in the step's update batch
+    tokens_informative: list[int] = field(default_factory=list)  # of which in groups with a non-zero advantage
     loss: list[float] = field(default_factory=list)  # policy loss of the last epoch (nan if nothing was kept)
     kl: list[float] = field(default_factory=list)  # mean k3 KL to the reference on the update tokens
     clip_frac: list[float] = field(default_factory=list)  # share of update tokens whose ratio was clipped
@@ -68,6 +72,8 @@ class RLHistory:
     accuracy_by_level: list[dict] = field(default_factory=list)
     format_rate: list[float] = field(default_factory=list)
     seconds: float = 0.0  # CPU seconds (process time) of the whole stage
+    sample_seconds: float = 0.0  # of which sampling the rollouts
+    update_seconds: float = 0.0  # of which the policy updates (old/reference log-probs, forward and backward)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +140,9 @@ def train_rl(model, tok, cfg: RLConfig, eval_tasks: list[Task] | None = None, pr
     hist = RLHistory()
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
+        ts = time.process_time()
         all_groups, kept, adv_KG, frac_zero = _sample_groups(model, tok, step, cfg, gen)
+        hist.sample_seconds += time.process_time() - ts
         flat = [r for g in all_groups for r in g]
         hist.steps.append(step)
         hist.reward.append(sum(r.reward for r in flat) / len(flat))
@@ -143,7 +151,13 @@ def train_rl(model, tok, cfg: RLConfig, eval_tasks: list[Task] | None = None, pr
         n_all = sum(len(r.reply_ids) for r in flat)
         n_used = sum(len(r.reply_ids) for g in kept for r in g)
         hist.frac_tokens_used.append(n_used / max(1, n_all))
+        hist.groups_sampled.append(len(all_groups))
+        hist.tokens_sampled.append(n_all)
+        hist.tokens_trained.append(n_used)
+        hist.tokens_informative.append(sum(len(r.reply_ids) for g, a in zip(kept, adv_KG) if a.abs().sum() > 0
+                                           for r in g))
         loss_v, kl_v, clip_v = float("nan"), float("nan"), float("nan")
+        tu = time.process_time()
         if kept:
             rs = [r for g in kept for r in g]
             ids, labels = completion_batch([r.prompt_ids for r in rs], [r.reply_ids for r in rs])
@@ -158,6 +172,7 @@ def train_rl(model, tok, cfg: RLConfig, eval_tasks: list[Task] | None = None, pr
                 optimizer_step(opt, loss, model, cfg.grad_clip)
             model.eval()
             loss_v, kl_v, clip_v = loss.item(), kl.item(), clip_frac
+        hist.update_seconds += time.process_time() - tu
         hist.loss.append(loss_v)
         hist.kl.append(kl_v)
         hist.clip_frac.append(clip_v)
