@@ -39,7 +39,7 @@ class Recipe:
 
 def recipes(profile: str | None = None) -> dict[str, Recipe]:
     """All recipes, scaled for the profile."""
-    steps = by_profile(ci=150, laptop=1200, gpu=3000, profile=profile)
+    steps = by_profile(ci=250, laptop=1200, gpu=3000, profile=profile)
     tc = TrainConfig(steps=steps, batch_size=16, seq_len=128, lr=3e-3, min_lr=3e-4, warmup_steps=min(50, steps // 5),
                      eval_every=max(25, steps // 12), eval_batches=8, balance_coef=0.01, seed=0)
     scout = Llama4Config.preset("toy")

@@ -207,7 +207,9 @@ def test_pipeline_claims_hold_under_the_ci_profile(ci_report):
     hard = lambda s: (s["accuracy_by_level"]["2"] + s["accuracy_by_level"]["3"]) / 2  # noqa: E731
     # SFT raises held-out accuracy over the base model (which never even ends its turn)
     assert st["base"]["accuracy"] < 0.05 and st["sft"]["accuracy"] > st["base"]["accuracy"] + 0.3
-    # RL raises it further, on the harder prompts too (levels 2 and 3; measured 0.695 → 0.77 on 200 questions)
+    # RL raises it further, on the harder prompts too (levels 2 and 3, 200 questions). Measured on three
+    # floating-point paths: overall 0.797 → 0.90, 0.823 → 0.917, 0.843 → 0.937;
+    # harder 0.785 → 0.895, 0.86 → 0.91, 0.845 → 0.95
     assert hard(st["rl"]) > hard(st["sft"]) + 0.03 and st["rl"]["accuracy"] > st["sft"]["accuracy"] + 0.05
     # DPO raises the targeted preference (the house format) without lowering accuracy by more than 5 points
     assert st["dpo"]["format_rate"] > st["rl"]["format_rate"] + 0.3
@@ -243,14 +245,16 @@ def test_dropping_zero_advantage_groups_under_the_ci_profile(ci_report, ci_ablat
     assert refill["frac_trained_informative"] == drop["frac_trained_informative"] == 1.0
     assert keep["frac_trained_informative"] < 0.85
     # dropping alone: far fewer completion tokens through the forward and backward passes of the updates (measured
-    # 0.69×; the update CPU time fell about as much, 61 vs 86 s, but times are a benchmark's business, not a test's)
+    # 0.28–0.36× in ci; the update CPU time fell about as much, but times are a benchmark's business, not a test's)
     assert drop["tokens_trained"] < 0.8 * keep["tokens_trained"]
     # refilling: every step trains on a full batch of informative groups, for the price of sampling more groups
     assert refill["groups_sampled"] > 1.3 * keep["groups_sampled"]
-    # held-out accuracy at equal update steps: on one seed the three variants ended within noise of each other
-    # (0.83 / 0.82 / 0.83, levels 2+3 0.77 / 0.795 / 0.795, on 300 questions). Asserted: neither way of dropping
-    # costs more than 5 points against keeping everything; no variant is claimed to be more accurate.
-    assert drop["accuracy"] >= keep["accuracy"] - 0.05 and refill["accuracy"] >= keep["accuracy"] - 0.05
+    # held-out accuracy at equal update steps (300 questions). Measured on three floating-point paths of one CPU
+    # (ATen AVX-512, ATen AVX2, MKL's reproducible mode): drop + refill / drop / keep all = 0.90 / 0.79 / 0.83,
+    # 0.917 / 0.80 / 0.867, 0.937 / 0.927 / 0.863; laptop 0.997 / 0.983 / 0.950. Refilling led in every run;
+    # dropping alone trained on a third of the tokens and went both ways against keeping everything, so only the
+    # first is asserted: refilling at least matches keeping every group (within 2 points).
+    assert refill["accuracy"] >= keep["accuracy"] - 0.02
 
 
 @pytest.mark.timeout(1800)
