@@ -1,0 +1,26 @@
+"""The benchmark scripts still run (timings are theirs to report, not a test's): one tiny round, checked for shape
+and for the kernels agreeing."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_moe_floor_bound_runs_and_its_kernels_agree(tmp_path):
+    out = tmp_path / "bound.json"
+    # the script asserts that its oneDNN floor and MoE equal the default ones to 1e-5 before timing anything
+    r = subprocess.run([sys.executable, "bench/moe_floor_bound.py", "--rounds", "1", "--warmup", "0", "--reps", "1",
+                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert sum(data["rows_per_expert"]) == 1024 and len(data["rows_per_expert"]) == 32  # top-1: every token once
+    assert set(data["ms"]) == {"1", "2"}
+    for by_kernel in data["ms"].values():
+        assert "default" in by_kernel
+        for parts in by_kernel.values():
+            assert set(parts) == {"floor", "shared", "routed", "moe"} and all(t > 0 for t in parts.values())
+    assert "default MoE vs default floor" in data["bounds"]
+    assert "lowest MoE / floor" in r.stdout
