@@ -40,10 +40,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from minillama4.ffn import SwiGLU
-from minillama4.moe import MoE, dispatch
+from minillama4.moe import MoE, dispatch, routed_experts
 
 HIDDEN, EXPERT_FFN, EXPERTS, TOP_K, TOKENS = 256, 512, 32, 1, 1024
 
@@ -72,14 +71,23 @@ def packed_swiglu(m: SwiGLU, rows: int) -> PackedSwiGLU:
     return PackedSwiGLU(m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight, rows)
 
 
-def packed_experts(moe: MoE, rows: int) -> list[PackedSwiGLU]:
-    F_ = moe.experts.hidden
-    w1, w2 = moe.experts.gate_up_proj.detach(), moe.experts.down_proj.detach()  # [E, D, 2F], [E, F, D]: x @ W
-    return [PackedSwiGLU(w1[e, :, :F_].t(), w1[e, :, F_:].t(), w2[e].t(), rows) for e in range(moe.experts.num_experts)]
+class PackedExpertBank:
+    """An `ExpertBank` with each expert packed: the same `num_experts` and `forward_sorted`, so the package's own
+    `routed_experts` (sort, gather, scatter-add) drives it unchanged."""
+
+    def __init__(self, bank, rows: int):
+        self.num_experts, hid = bank.num_experts, bank.hidden
+        w1, w2 = bank.gate_up_proj.detach(), bank.down_proj.detach()  # [E, D, 2F], [E, F, D], used as x @ W
+        self.experts = [PackedSwiGLU(w1[e, :, :hid].t(), w1[e, :, hid:].t(), w2[e].t(), rows)
+                        for e in range(self.num_experts)]
+
+    def forward_sorted(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.experts[e](x_nD) for e, x_nD in enumerate(x_ND.split(counts_E.tolist()))
+                          if x_nD.shape[0]])
 
 
 # ------------------------------------------------------------------------------------------------ the parts
-def build_parts(onednn: bool) -> dict:
+def build_parts(onednn: bool) -> tuple[dict, list[int]]:
     torch.manual_seed(2)  # the same layer and tokens as bench/moe_vs_transformers.py's layer comparison
     moe = MoE(HIDDEN, EXPERT_FFN, EXPERTS, TOP_K)
     for p in moe.parameters():
@@ -101,16 +109,10 @@ def build_parts(onednn: bool) -> dict:
     }}
     if onednn:
         floor_p, shared_p = packed_swiglu(floor, TOKENS), packed_swiglu(moe.shared_expert, TOKENS)
-        experts_p = packed_experts(moe, TOKENS // EXPERTS)
+        experts_p = PackedExpertBank(moe.experts, TOKENS // EXPERTS)
 
-        def routed_p(x_ND, counts):
-            return torch.cat([experts_p[e](x_nD) for e, x_nD in enumerate(x_ND.split(counts)) if x_nD.shape[0]])
-
-        def moe_p():  # the same layer as MoE.forward, with the packed kernels
-            r = moe.router(x_TD)
-            tok_N, slot_N, cnt_E = dispatch(r.indices, EXPERTS)
-            xs_ND = x_TD.index_select(0, tok_N) * r.scores.reshape(-1, 1).index_select(0, slot_N)
-            return shared_p(x_TD) + torch.zeros_like(x_TD).index_add_(0, tok_N, routed_p(xs_ND, cnt_E.tolist()))
+        def moe_p():  # MoE.forward, with the packed kernels
+            return shared_p(x_TD) + routed_experts(experts_p, x_TD, moe.router(x_TD))
 
         with torch.no_grad():  # same results as the default kernels, to float32 rounding
             for name, a, b in (("floor", floor_p(x_TD), floor(x_TD)), ("moe", moe_p(), moe(x_TD)[0])):
@@ -118,7 +120,7 @@ def build_parts(onednn: bool) -> dict:
                 if not err < 1e-5:
                     raise SystemExit(f"oneDNN {name} differs from the default kernel by {err:.2e} (relative)")
         parts["onednn"] = {"floor": lambda: floor_p(x_TD), "shared": lambda: shared_p(x_TD),
-                           "routed": lambda: routed_p(x_ND, counts), "moe": moe_p}
+                           "routed": lambda: experts_p.forward_sorted(x_ND, counts_E), "moe": moe_p}
     return parts, counts
 
 
