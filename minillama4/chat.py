@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .tokenizer import BPETokenizer
+from .course.tokenizer import BPETokenizer
 
 BEGIN, HEADER_START, HEADER_END, EOT = "<|begin_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>"
 ROLES = ("system", "user", "assistant", "ipython")

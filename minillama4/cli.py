@@ -159,7 +159,7 @@ def _read_lines():
 
 
 def cmd_grade(args) -> int:
-    from .grading import grade
+    from .course.grading import grade
 
     results = grade(args.chapter, impl=args.impl)
     if not results:

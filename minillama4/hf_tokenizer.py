@@ -95,7 +95,7 @@ def course_tokenizer_json(tok) -> str:
     like a real one (`minillama4 chat --checkpoint DIR`)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-    from .tokenizer import PRETOKENIZE
+    from .course.tokenizer import PRETOKENIZE
 
     b2u = _bytes_to_unicode()
     text = ["".join(b2u[b] for b in bs) for bs in tok.token_bytes]

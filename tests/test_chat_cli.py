@@ -158,9 +158,9 @@ def test_the_course_tokenizer_as_tokenizer_json_gives_the_same_ids_and_chats(tmp
     """A toy checkpoint can carry its tokenizer as tokenizer.json and be used like a real one."""
     import itertools
 
-    from minillama4.data import documents
+    from minillama4.course.data import documents
     from minillama4.hf_tokenizer import save_course_tokenizer
-    from minillama4.tokenizer import BPETokenizer
+    from minillama4.course.tokenizer import BPETokenizer
 
     course = BPETokenizer.load()
     save_course_tokenizer(course, tmp_path / "toy")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import minillama4
-from minillama4 import data, zoo
-from minillama4.tokenizer import SPECIAL_TOKENS, BPETokenizer
+from minillama4.course import data, zoo
+from minillama4.course.tokenizer import SPECIAL_TOKENS, BPETokenizer
 from minillama4.train import TrainConfig
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import minillama4
-from minillama4 import zoo
-from minillama4.data import course_tokens
+from minillama4.course import zoo
+from minillama4.course.data import course_tokens
 from minillama4.losses import distillation_loss
 from minillama4.train import TrainConfig, seed_everything, train
 from minillama4.train.distill import SCHEDULES, DistillConfig, alpha_at, distill, student_train_config

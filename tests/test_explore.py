@@ -1,4 +1,4 @@
-"""minillama4.explore, headless: drive each explorer's widgets as a browser would (set a slider's value) and check
+"""minillama4.course.explore, headless: drive each explorer's widgets as a browser would (set a slider's value) and check
 that the rendered picture and the HTML views change, that what they show is what the model computed, and that bad
 input raises a ValueError (constructor) or is reported in the status line (typed text)."""
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import minillama4
-from minillama4 import explore, viz
+from minillama4.course import explore, viz
 from minillama4.attention import attention_mask, temperature_scale
-from minillama4.data import course_tokenizer
+from minillama4.course.data import course_tokenizer
 from minillama4.train import TrainConfig, train
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from minillama4.grading import CHAPTERS, check, exercises, grade, load_impl, project_root, run_exercise
+from minillama4.course.grading import CHAPTERS, check, exercises, grade, load_impl, project_root, run_exercise
 
 ROOT = project_root()
 

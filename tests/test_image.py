@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from minillama4.data import course_tokenizer
+from minillama4.course.data import course_tokenizer
 from minillama4.image import (MAX_TILES, best_canvas, expand_image_tokens, image_prompt, preprocess, split_tiles,
                               supported_canvases, size_without_distortion, to_chw_uint8)
 

@@ -1,12 +1,12 @@
-"""minillama4.long_context: the variant configs, the passkey task generator, training and the evaluations."""
+"""minillama4.course.long_context: the variant configs, the passkey task generator, training and the evaluations."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from minillama4 import Llama4, Llama4Config
-from minillama4.data import course_tokenizer
-from minillama4.long_context import (KEY_CHARS, NEEDLE_TOKEN, QUERY_TOKEN, NeedleTask, loss_by_position,
+from minillama4.course.data import course_tokenizer
+from minillama4.course.long_context import (KEY_CHARS, NEEDLE_TOKEN, QUERY_TOKEN, NeedleTask, loss_by_position,
                                      position_variants, retrieval_accuracy, train_needle)
 from minillama4.train import TrainConfig
 

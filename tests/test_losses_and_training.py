@@ -5,7 +5,7 @@ import torch
 
 import minillama4
 from minillama4.losses import load_balancing_loss, router_z_loss
-from minillama4.profile import by_profile, current_profile
+from minillama4.course.profile import by_profile, current_profile
 from minillama4.train import TrainConfig, evaluate, get_batch, lr_at, train
 
 

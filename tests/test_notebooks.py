@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from minillama4.grading import exercises
+from minillama4.course.grading import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

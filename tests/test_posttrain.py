@@ -12,9 +12,9 @@ import torch
 
 from minillama4 import Llama4, Llama4Config
 from minillama4.chat import IGNORE_INDEX, encode_chat, encode_prompt
-from minillama4.data import course_tokenizer
+from minillama4.course.data import course_tokenizer
 from minillama4.losses import dpo_loss, grpo_advantages, token_logprobs
-from minillama4.tasks import Task, sample_tasks
+from minillama4.course.tasks import Task, sample_tasks
 from minillama4.train.dpo import Pair, make_pairs, pair_logps, preference_accuracy
 from minillama4.train.rl import RLConfig, _sample_groups, level_weights, policy_loss
 from minillama4.train.rollout import Rollout, completion_batch, evaluate, pad_batch, rollouts

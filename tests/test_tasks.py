@@ -6,8 +6,8 @@ import pytest
 
 from minillama4.chat import (IGNORE_INDEX, decode_reply, encode_chat, encode_prompt, format_chat, sft_example,
                              stop_ids)
-from minillama4.data import course_tokenizer
-from minillama4.tasks import (KINDS, LEVELS, Task, eval_set, grade, is_held_out, make_task, reward, sample_tasks)
+from minillama4.course.data import course_tokenizer
+from minillama4.course.tasks import (KINDS, LEVELS, Task, eval_set, grade, is_held_out, make_task, reward, sample_tasks)
 
 TOK = course_tokenizer()
 

@@ -274,7 +274,7 @@ def test_image_token_outside_the_vocabulary(tmp_path):
 
 
 def test_preprocess_prompt_and_model_agree_end_to_end():
-    from minillama4.data import course_tokenizer
+    from minillama4.course.data import course_tokenizer
     from minillama4.image import expand_image_tokens, preprocess
 
     tok = course_tokenizer()
@@ -298,7 +298,7 @@ def test_preprocess_prompt_and_model_agree_end_to_end():
 def test_shapes_examples_are_what_they_say():
     import random
 
-    from minillama4 import shapes
+    from minillama4.course import shapes
 
     rng = random.Random(0)
     for task in shapes.TASKS * 20:
@@ -325,8 +325,8 @@ def test_shapes_examples_are_what_they_say():
 
 
 def test_shapes_encoding_puts_labels_on_the_answer_only():
-    from minillama4 import shapes
-    from minillama4.data import course_tokenizer
+    from minillama4.course import shapes
+    from minillama4.course.data import course_tokenizer
 
     tok = course_tokenizer()
     exs = shapes.make_examples(6, seed=0)
@@ -341,7 +341,7 @@ def test_shapes_encoding_puts_labels_on_the_answer_only():
 
 
 def test_blind_model_cannot_see_and_accuracy_is_exact_match():
-    from minillama4 import shapes
+    from minillama4.course import shapes
 
     torch.manual_seed(0)
     model = Llama4(shapes.vlm_config()).eval()

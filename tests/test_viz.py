@@ -1,4 +1,4 @@
-"""minillama4.viz: every picture on synthetic input and on a tiny random model's routing and attention weights.
+"""minillama4.course.viz: every picture on synthetic input and on a tiny random model's routing and attention weights.
 
 Checks what a picture *shows*: image data equals the input, boxes have their expert's colour, chunk boundaries sit
 between positions C-1 and C, panels name their layer kind; and that bad input raises a ValueError naming it."""
@@ -14,7 +14,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import minillama4
-from minillama4 import viz
+from minillama4.course import viz
 from minillama4.attention import attention_mask, temperature_scale
 from minillama4.rope import rope_angles
 
@@ -77,7 +77,7 @@ def test_figure_to_png_and_notebook_repr():
 
 
 def test_no_pyplot():
-    code = ("import sys, numpy as np; from minillama4 import viz; "
+    code = ("import sys, numpy as np; from minillama4.course import viz; "
             "viz.figure_to_png(viz.attention_mask(np.tril(np.ones((4, 4), bool)), chunk_size=2)); "
             "assert 'matplotlib.pyplot' not in sys.modules, 'viz imported pyplot'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ..losses import distillation_loss
 from ..model import Llama4
-from ..profile import by_profile
+from ..course.profile import by_profile
 from .pretrain import (History, TrainConfig, evaluate, get_batch, lr_at, make_optimizer, optimizer_step,
                        router_aux_loss)
 

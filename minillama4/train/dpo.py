@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..losses import dpo_loss, sequence_logprobs
-from ..tasks import KINDS, Task, sample_tasks
+from ..course.tasks import KINDS, Task, sample_tasks
 from .pretrain import TrainConfig, make_optimizer, optimizer_step, seed_everything
 from .rollout import MAX_NEW_TOKENS, Rollout, completion_batch, evaluate, rollouts
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import from_pretrained, save_pretrained
-from ..data import cache_dir, course_tokenizer
-from ..profile import by_profile, current_profile
-from ..tasks import eval_set
+from ..course.data import cache_dir, course_tokenizer
+from ..course.profile import by_profile, current_profile
+from ..course.tasks import eval_set
 from .dpo import DPOConfig, train_dpo
 from .rl import RLConfig, train_rl
 from .rollout import evaluate
@@ -84,7 +84,7 @@ def _stage_key(r: PosttrainRecipe, name: str, base_path: Path, profile: str) -> 
 
 
 def _base_path(name: str, profile: str) -> Path:
-    from .. import zoo
+    from ..course import zoo
 
     zoo.pretrained(name, profile=profile)  # trains it once if it is not cached yet
     rec = zoo.recipes(profile)[name]

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..losses import clipped_policy_loss, grpo_advantages, kl_to_reference, masked_mean, token_logprobs
-from ..tasks import KINDS, LEVELS, Task, sample_tasks
+from ..course.tasks import KINDS, LEVELS, Task, sample_tasks
 from .pretrain import TrainConfig, make_optimizer, optimizer_step, seed_everything
 from .rollout import MAX_NEW_TOKENS, completion_batch, evaluate, rollouts
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..chat import decode_reply, encode_prompt, stop_ids
-from ..tasks import Task, grade
+from ..course.tasks import Task, grade
 
 MAX_NEW_TOKENS = 12  # "The answer is 123." is 9 tokens + <|eot|>
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..chat import IGNORE_INDEX, encode_chat, encode_prompt, sft_example
 from ..losses import token_logprobs
-from ..tasks import KINDS, LEVELS, Task, sample_tasks
+from ..course.tasks import KINDS, LEVELS, Task, sample_tasks
 from .pretrain import make_optimizer, optimizer_step, seed_everything
 from .rollout import evaluate, pad_batch
 

@@ -4,7 +4,7 @@ and CI checks the reference solutions/ (--impl=solutions, the default here: all 
 
 import pytest
 
-from minillama4.grading import exercises, load_impl, run_exercise
+from minillama4.course.grading import exercises, load_impl, run_exercise
 
 ALL = exercises()
 

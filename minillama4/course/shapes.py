@@ -31,16 +31,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import from_pretrained, save_pretrained
-from .config import Llama4Config
+from ..checkpoint import from_pretrained, save_pretrained
+from ..config import Llama4Config
 from .data import cache_dir, course_tokenizer
-from .image import expand_image_tokens, normalize
-from .losses import load_balancing_loss
-from .model import Llama4
+from ..image import expand_image_tokens, normalize
+from ..losses import load_balancing_loss
+from ..model import Llama4
 from .profile import by_profile, current_profile
-from .train import seed_everything
-from .train.pretrain import lr_at, optimizer_step
-from .vision import VisionConfig
+from ..train import seed_everything
+from ..train.pretrain import lr_at, optimizer_step
+from ..vision import VisionConfig
 
 IMAGE_SIZE = 16  # pixels per side: one tile
 COLOURS = {"red": (230, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 240), "yellow": (235, 215, 40)}
@@ -248,7 +248,7 @@ def train_vlm(model: Llama4, cfg: VLMTrainConfig, progress: bool = True, desc: s
     """Train in place on a fresh stream of examples; evaluate on a fixed held-out set every eval_every steps."""
     from tqdm.auto import tqdm
 
-    from .train.pretrain import make_optimizer
+    from ..train.pretrain import make_optimizer
 
     opt = make_optimizer(model, cfg)
     size = model.config.vision_config.image_size

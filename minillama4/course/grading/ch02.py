@@ -4,8 +4,8 @@ package (`minillama4.router.Router`, `minillama4.moe.dispatch`, `minillama4.moe.
 
 import torch
 
-from ..moe import MoE, dispatch, moe_dense_reference, routed_experts
-from ..router import Router
+from ...moe import MoE, dispatch, moe_dense_reference, routed_experts
+from ...router import Router
 from .core import seeded as _g, Case, Exercise, register
 
 

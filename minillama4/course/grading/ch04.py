@@ -3,9 +3,9 @@ Expected values come from the package's own functions (`minillama4.rope`, `minil
 
 import torch
 
-from ..attention import Attention, attention_mask, temperature_scale
-from ..config import Llama4Config
-from ..rope import apply_rope, inverse_frequencies, rope_angles
+from ...attention import Attention, attention_mask, temperature_scale
+from ...config import Llama4Config
+from ...rope import apply_rope, inverse_frequencies, rope_angles
 from .core import seeded as _g, Case, Exercise, register
 
 

@@ -3,8 +3,8 @@ Expected values come from the package: `minillama4.vision` and `minillama4.image
 
 import torch
 
-from ..image import best_canvas, supported_canvases
-from ..vision import merge_image_features, patchify, pixel_shuffle, vision_rope_angles
+from ...image import best_canvas, supported_canvases
+from ...vision import merge_image_features, patchify, pixel_shuffle, vision_rope_angles
 from .core import Case, Exercise, compare, register
 from .core import seeded as _g
 

@@ -3,9 +3,9 @@ come from the package: `chat.format_chat`, `chat.sft_example`, `train.sft.masked
 
 import torch
 
-from ..chat import encode_chat, format_chat, sft_example
+from ...chat import encode_chat, format_chat, sft_example
 from ..data import course_tokenizer
-from ..train.sft import masked_cross_entropy, prune_easy
+from ...train.sft import masked_cross_entropy, prune_easy
 from .core import Case, Exercise, register
 from .core import seeded as _g
 

@@ -35,8 +35,8 @@ from matplotlib.colors import PowerNorm, to_hex
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .attention import attention_mask, temperature_scale
-from .model import Llama4
+from ..attention import attention_mask, temperature_scale
+from ..model import Llama4
 from .viz import (CHUNK_LINE, MONO, VizFigure, _text_color, expert_color, figure_to_png, routing_load,
                   show_token)
 

@@ -3,8 +3,8 @@ package: `losses.grpo_advantages`, `losses.clipped_policy_loss`, `losses.kl_to_r
 
 import torch
 
-from ..losses import clipped_policy_loss, grpo_advantages, kl_to_reference
-from ..train.rl import RLConfig, level_weights
+from ...losses import clipped_policy_loss, grpo_advantages, kl_to_reference
+from ...train.rl import RLConfig, level_weights
 from .core import Case, Exercise, register
 from .core import seeded as _g
 

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .checkpoint import from_pretrained, save_pretrained
-from .config import Llama4Config
+from ..checkpoint import from_pretrained, save_pretrained
+from ..config import Llama4Config
 from .data import cache_dir, course_tokens
-from .model import Llama4
+from ..model import Llama4
 from .profile import by_profile, current_profile
-from .train import History, TrainConfig, seed_everything, train
+from ..train import History, TrainConfig, seed_everything, train
 
 TRAINING_CODE_VERSION = 1  # bump when train.py changes in a way that changes results
 

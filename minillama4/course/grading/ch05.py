@@ -3,11 +3,11 @@ how big it is. Expected values come from the package: `DecoderLayer`, `sampling`
 
 import torch
 
-from ..cache import KVCache
-from ..config import Llama4Config
-from ..model import Llama4
-from ..rope import rope_angles
-from ..sampling import sample_next_token, top_p_filter
+from ...cache import KVCache
+from ...config import Llama4Config
+from ...model import Llama4
+from ...rope import rope_angles
+from ...sampling import sample_next_token, top_p_filter
 from .core import seeded as _g, Case, Exercise, register
 
 

@@ -3,10 +3,10 @@ Expected values come from the package: `moe.MoE`, `losses`, `Llama4Config.moe_la
 
 import torch
 
-from ..balancing import bias_update, expert_counts
-from ..config import Llama4Config
-from ..losses import load_balancing_loss, router_z_loss
-from ..moe import MoE
+from ...balancing import bias_update, expert_counts
+from ...config import Llama4Config
+from ...losses import load_balancing_loss, router_z_loss
+from ...moe import MoE
 from .core import seeded as _g, Case, Exercise, register
 
 

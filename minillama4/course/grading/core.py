@@ -91,7 +91,7 @@ def register(ex: Exercise) -> Exercise:
 
 def _load_specs() -> None:
     for n in CHAPTERS:
-        name = f"minillama4.grading.ch{n:02d}"
+        name = f"minillama4.course.grading.ch{n:02d}"
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
 
@@ -116,7 +116,7 @@ def project_root() -> Path:
     env = os.environ.get("MINILLAMA4_ROOT")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve().parents[3]
     if (here / "exercises").is_dir():
         return here
     for d in [Path.cwd(), *Path.cwd().parents]:
@@ -236,7 +236,7 @@ def check(name: str, fn: Callable) -> Result:
 # ------------------------------------------------------------------------------------------ the score table
 def _run_isolated(name: str, chapter: int, function: str, impl: str, timeout: float) -> Result:
     """Run one exercise in a fresh Python process, so a crash or a hang cannot take the grader with it."""
-    code = ("import sys, json; from minillama4.grading import load_impl, run_exercise; "
+    code = ("import sys, json; from minillama4.course.grading import load_impl, run_exercise; "
             f"r = run_exercise({name!r}, getattr(load_impl({chapter}, {impl!r}), {function!r})); "
             "print('\\nRESULT ' + json.dumps([r.status, r.max_err, r.message]))")
     try:

@@ -2,8 +2,8 @@
 
 import torch
 
-from ..ffn import ExpertBank, SwiGLU
-from ..norm import RMSNorm
+from ...ffn import ExpertBank, SwiGLU
+from ...norm import RMSNorm
 from .core import seeded as _g, Case, Exercise, register
 
 

@@ -4,10 +4,10 @@ values come from the package: `train.rollout.completion_batch`, `losses.sequence
 
 import torch
 
-from ..losses import dpo_loss, sequence_logprobs
+from ...losses import dpo_loss, sequence_logprobs
 from ..tasks import Task
-from ..train.dpo import make_pairs
-from ..train.rollout import Rollout, completion_batch
+from ...train.dpo import make_pairs
+from ...train.rollout import Rollout, completion_batch
 from .core import Case, Exercise, register
 from .core import seeded as _g
 

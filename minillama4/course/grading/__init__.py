@@ -1,6 +1,6 @@
 """Graded exercises: instant feedback in a notebook, and a score per chapter.
 
-    from minillama4.grading import check, load_impl
+    from minillama4.course.grading import check, load_impl
     ex = load_impl(1)                 # your exercises/ch01_*.py, re-read on every call
     check("swiglu", ex.swiglu)        # ✅ pass · ⏳ not implemented yet · ❌ wrong, with the max error and a hint
 

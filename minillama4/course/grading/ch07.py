@@ -5,8 +5,8 @@ warm-up / stable / decay schedule of the soft-target weight. Expected values com
 import torch
 import torch.nn.functional as F
 
-from ..losses import distillation_loss
-from ..train.distill import DistillConfig, alpha_at
+from ...losses import distillation_loss
+from ...train.distill import DistillConfig, alpha_at
 from .core import TOLERANCE, Case, Exercise, compare, register
 from .core import seeded as _g
 

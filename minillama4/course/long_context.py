@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import Llama4Config
-from .model import Llama4
-from .train import TrainConfig, lr_at, make_optimizer, optimizer_step, seed_everything
+from ..config import Llama4Config
+from ..model import Llama4
+from ..train import TrainConfig, lr_at, make_optimizer, optimizer_step, seed_everything
 
 NEEDLE_TOKEN = "<|python_start|>"  # opens the needle:  <|python_start|> k_1 … k_m   ("the passkey is …")
 QUERY_TOKEN = "<|python_end|>"  # opens the query:   <|python_end|> → the model must say k_1 … k_m

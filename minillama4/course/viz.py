@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from .attention import temperature_scale
+from ..attention import temperature_scale
 
 MONO = "DejaVu Sans Mono"  # ships with matplotlib, has ␣ ↵ ⇥
 CHUNK_LINE = dict(color="#d62728", lw=1.0, alpha=0.9)  # attention-chunk boundaries, in every picture

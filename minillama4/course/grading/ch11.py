@@ -4,8 +4,8 @@ model. Expected values come from the package: `quant.quantize_int4`, `quant.dequ
 
 import torch
 
-from ..config import Llama4Config
-from ..quant import Int4Linear, dequantize_int4, expected_int4_bytes, pack_int4, quantize_int4, unpack_int4
+from ...config import Llama4Config
+from ...quant import Int4Linear, dequantize_int4, expected_int4_bytes, pack_int4, quantize_int4, unpack_int4
 from .core import Case, Exercise, register
 from .core import seeded as _g
 
