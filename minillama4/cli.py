@@ -6,6 +6,7 @@
     minillama4 generate CHECKPOINT_DIR --prompt "Once upon"     the same for text (the checkpoint's tokenizer.json)
     minillama4 chat --checkpoint CHECKPOINT_DIR [--quantize int4]   chat, streaming the replies
     minillama4 posttrain --profile ci --out runs/ci    base → SFT → RL → DPO on the toy model; report.json + plots
+    minillama4 site build OUT/             the course as a static website (OUT/index.html), built offline
 """
 
 from __future__ import annotations
@@ -180,6 +181,14 @@ def cmd_posttrain(args) -> int:
     return 0
 
 
+def cmd_site(args) -> int:
+    from .course.site import build
+
+    pages = build(args.out)
+    print(f"wrote {len(pages)} pages; open {args.out}/index.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minillama4", description="Llama 4 from scratch: tools for the course package")
     sub = p.add_subparsers(dest="command", required=True)
@@ -224,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", required=True, help="folder for report.json and the plots")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(fn=cmd_posttrain)
+    site = sub.add_parser("site", help="the course as a static website").add_subparsers(dest="action", required=True)
+    sb = site.add_parser("build", help="build the website from the notebooks, README.md and docs/ (offline)")
+    sb.add_argument("out", help="folder for the site (created; a previous build there is replaced)")
+    sb.set_defaults(fn=cmd_site)
     return p
 
 
