@@ -39,6 +39,12 @@ def cache_dir() -> Path:
     return d
 
 
+def display_path(path: Path) -> str:
+    """`path` as printed to the learner: the home folder written as ~, so the message reads the same everywhere."""
+    home = Path.home()
+    return "~/" + path.relative_to(home).as_posix() if path.is_relative_to(home) else str(path)
+
+
 @dataclass(frozen=True)
 class Document:
     domain: str  # one of DOMAINS

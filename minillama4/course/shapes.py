@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import from_pretrained, save_pretrained
 from ..config import Llama4Config
-from .data import cache_dir, course_tokenizer
+from .data import cache_dir, course_tokenizer, display_path
 from ..image import expand_image_tokens, normalize
 from ..losses import load_balancing_loss
 from ..model import Llama4
@@ -294,7 +294,8 @@ def pretrained_vlm(name: str = "mini-vlm", profile: str | None = None, verbose: 
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load
         if not (path / "history.json").is_file():
             if verbose:
-                print(f"Training {name} for {tc.steps} steps ({profile} profile); cached afterwards in {path}")
+                print(f"Training {name} for {tc.steps} steps ({profile} profile); cached afterwards in "
+                      f"{display_path(path)}")
             seed_everything(tc.seed)
             model = Llama4(config)
             hist = train_vlm(model, tc, progress=verbose, desc=name)

@@ -21,7 +21,7 @@ import torch
 
 from ..checkpoint import from_pretrained, save_pretrained
 from ..config import Llama4Config
-from .data import cache_dir, course_tokens
+from .data import cache_dir, course_tokens, display_path
 from ..model import Llama4
 from .profile import by_profile, current_profile
 from ..train import History, TrainConfig, seed_everything, train
@@ -90,7 +90,7 @@ def _train_and_save(recipe: Recipe, profile: str, train_data, path, verbose: boo
     val_data = course_tokens("val", vocab_size=recipe.config.vocab_size)
     if verbose:
         print(f"Training {recipe.name} ({recipe.description}) for {recipe.train.steps} steps ({profile} profile); "
-              f"cached afterwards in {path}")
+              f"cached afterwards in {display_path(path)}")
     seed_everything(recipe.train.seed)
     model = Llama4(recipe.config)
     history = train(model, train_data.ids, val_data.ids, recipe.train, progress=verbose, desc=recipe.name)
