@@ -3,7 +3,8 @@
     minillama4 site build OUT/          then open OUT/index.html in a browser
 
 What becomes what:
-    notebooks/NN_*.ipynb  → OUT/NN_*.html     one page per chapter, with its committed outputs and pictures
+    notebooks/NN_*.ipynb  → OUT/NN_*.html     one page per chapter, with its committed outputs; its pictures in
+                                               OUT/figures/NN_*/
     notebooks/other.ipynb → OUT/other.html    after the chapters (e.g. the explorers; their widgets need a kernel)
     README.md             → OUT/index.html    the README's introduction, the chapter map and its screenshots
                           → OUT/package.html  the README's sections (quickstart, the package, benchmarks, ...)
@@ -11,8 +12,8 @@ What becomes what:
     a linked repository file or folder → OUT/src/PATH.html, shown as highlighted source
     a linked image        → OUT/images/NAME
 
-Notebook cells go through nbconvert's HTML exporter with a small template of our own: the cells only, no
-require.js, no MathJax, no widget scripts. Math ($...$, $$...$$) becomes MathML at build time (latex2mathml),
+Notebook cells go through nbconvert with its JupyterLab markup and a small template of our own: the cells only,
+no require.js, no MathJax, no widget scripts (a widget's output becomes a note). Math ($...$, $$...$$) becomes MathML at build time (latex2mathml),
 which browsers draw without scripts. Every page uses one stylesheet, OUT/style.css, and refers to nothing outside
 OUT/, so the site reads offline. A link to a file that does not exist stops the build with its name.
 """
@@ -266,13 +267,10 @@ def _cells_exporter(linker: Linker, current: dict):
     return exporter
 
 
-def chapter_page(path: Path, page: Page, exporter, current: dict) -> dict[str, bytes]:
-    """Fill `page` with the notebook's cells as committed (outputs included; nothing is executed); return its
-    pictures, by their path in the site."""
-    import nbformat
-
+def chapter_page(nb, path: Path, page: Page, exporter, current: dict) -> dict[str, bytes]:
+    """Fill `page` with the cells of notebook `nb` (read from `path`) as committed: outputs included, nothing is
+    executed. Return its pictures, by their path in the site."""
     current.update(source=path, page=page.path)
-    nb = nbformat.read(path, as_version=4)
     body, resources = exporter.from_notebook_node(nb, {"output_files_dir": f"figures/{path.stem}",
                                                        "unique_key": path.stem})
     page.body = f'<div class="jp-Notebook">\n{body}\n</div>'
@@ -403,9 +401,10 @@ def build(out, root=None) -> list[Path]:
     exporter = _cells_exporter(linker, current)
     chapters, pictures = [], {}
     for path in ordered:
-        title = _notebook_title(nbformat.read(path, as_version=4), path.stem)
+        nb = nbformat.read(path, as_version=4)
+        title = _notebook_title(nb, path.stem)
         page = Page(pages_of[path], title, "chapter", short_title=title.split(":")[0])
-        pictures |= chapter_page(path, page, exporter, current)
+        pictures |= chapter_page(nb, path, page, exporter, current)
         chapters.append(page)
 
     readme = readme_path.read_text(encoding="utf-8")
