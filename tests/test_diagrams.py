@@ -119,7 +119,8 @@ def test_layer_stack_draws_exactly_the_config_layers(configs, name):
     n_rope, n_moe = sum(cfg.uses_rope(i) for i in range(L)), len(cfg.moe_layers)
     legend = "\n".join(t.get_text() for t in fig.legends[0].get_texts())
     assert f"C = {cfg.attention_chunk_size}  (×{n_rope})" in legend
-    assert f"{cfg.num_local_experts} routed experts (top-{cfg.num_experts_per_tok}) + shared expert  (×{n_moe})" in legend
+    E, k = cfg.num_local_experts, cfg.num_experts_per_tok
+    assert f"{E} routed experts (top-{k}) + shared expert  (×{n_moe})" in legend
     assert ("dense" in legend) == (n_moe < L)
     if name in PRESETS:
         png(fig)
@@ -300,7 +301,7 @@ def test_int4_layout_matches_pack_int4():
     assert shapes(diagrams.int4_layout(), "byte:")  # the default example row
     with pytest.raises(ValueError, match="group_size"):
         diagrams.int4_layout(w[:12], group_size=8)
-    with pytest.raises(ValueError, match="2 … 32"):
+    with pytest.raises(ValueError, match="2 … 24"):
         diagrams.int4_layout(torch.zeros(64), group_size=8)
 
 
@@ -323,6 +324,8 @@ def test_all_to_all_counts_and_destinations():
         diagrams.all_to_all(3, tokens, 2)
     with pytest.raises(ValueError, match="expert id 7"):
         diagrams.all_to_all(4, tokens, 1)
+    with pytest.raises(ValueError, match="rank 0 would receive 13 tokens"):
+        diagrams.all_to_all(2, [[0] * 7, [1] * 6], 2)
 
 
 # --------------------------------------------------------------------------------------------------- 11. number formats

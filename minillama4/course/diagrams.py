@@ -43,11 +43,12 @@ from ..moe import dispatch
 from ..quant import QMAX, QMIN, pack_int4, quantize_int4
 from ..train.distill import DistillConfig, alpha_at, student_train_config
 from ..train.dpo import DPOConfig
+from ..train.posttrain import recipe as posttrain_recipe
 from ..train.rl import RLConfig
 from ..train.sft import SFTConfig
 from ..vision import VisionConfig
 from .viz import (CHUNK_LINE, MASK_ATTENDS, MASK_MASKED, MONO, NOPE_COLOR, ROPE_COLOR, VizFigure, _check_experts,
-                  _float, _ints, _np, _text_color, expert_color, show_token)
+                  _float, _ints, _text_color, expert_color, show_token)
 
 FS = 9.5  # text size of box labels (points)
 NORM_COLOR = "#c9a227"  # RMSNorm
@@ -110,12 +111,13 @@ def _op(ax, x, y, symbol: str, r: float = 0.17, gid=None):
 
 
 def _label(ax, x, y, text, fs=FS, **kw):
+    """Free text, centred on (x, y) unless kw says otherwise."""
     kw = {"ha": "center", "va": "center", "fontsize": fs, "linespacing": 1.35, "parse_math": False, **kw}
     ax.text(x, y, text, **kw)
 
 
 def _si(n: float) -> str:
-    """109.0B, 17.2B, 3.41M, 512: a count in the units a reader compares."""
+    """109B, 17.2B, 3.41M, 512: a count in the units a reader compares."""
     for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
             return f"{n / div:.3g}{unit}"
@@ -123,6 +125,7 @@ def _si(n: float) -> str:
 
 
 def _bytes(n: float) -> str:
+    """2.04 GiB, 88 KiB: a size in binary units."""
     for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= div:
             return f"{n / div:.3g} {unit}"
@@ -135,6 +138,7 @@ def _check_config(cfg, name: str = "cfg") -> None:
 
 
 def _check_int(v, name: str, lo: int, hi: int | None = None) -> int:
+    """v as an int, or a ValueError naming it when it is not an int in [lo, hi]."""
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
         raise ValueError(f"{name} must be an int in [{lo}, {'∞' if hi is None else hi}], got {v!r}")
     return int(v)
@@ -236,7 +240,7 @@ def decoder_block(cfg: Llama4Config, layer_idx: int, title: str | None = None) -
 
     # feed-forward branch
     F = cfg.intermediate_size
-    (nb, nt), = _stack(ax, 8.6, 1.7, 2.8, [(f"RMSNorm  (D = {D})", NORM_COLOR, "ffn-norm", False)])
+    nt = _stack(ax, 8.6, 1.7, 2.8, [(f"RMSNorm  (D = {D})", NORM_COLOR, "ffn-norm", False)])[0][1]
     ys = nt + 0.35  # where the normed x splits
     if moe:
         _frame(ax, 6.2, ys - 0.12, 4.95, 4.65, f"MoE: shared expert + {E} routed experts (top-{k})", MOE_COLOR,
@@ -371,7 +375,8 @@ def dispatch_example(tokens, expert_indices, scores, num_experts: int, title: st
         return top - (i + 0.5) * rows_h / n
 
     rh = min(0.34, rows_h / max(T, N) - 0.06)
-    heads = ((1.5, "1. tokens, and the router's\ntop-k (expert, score)"), (5.45, "2. sorted by expert\n(stable argsort)"),
+    heads = ((1.5, "1. tokens, and the router's\ntop-k (expert, score)"),
+             (5.45, "2. sorted by expert\n(stable argsort)"),
              (7.5, "3. one matmul\nper expert"), (10.6, "4. scatter-add back\nout.index_add_(0, token, y)"))
     for x, text in heads:
         _label(ax, x, top + 0.4, text, fs=10, weight="bold")
@@ -391,14 +396,15 @@ def dispatch_example(tokens, expert_indices, scores, num_experts: int, title: st
              gid=f"sorted:{n}:{slot}", fs=9)
         j = slot % k
         _arrow(ax, (2.2 + j * (chip_w + 0.06) + chip_w, row_y(t, T)), (xs, y), color=expert_color(e), lw=1.1,
-               alpha=0.75)
+               alpha=0.75, zorder=0.5)  # under the other chips
     first = 0
     for e, c in enumerate(counts_E):
         if not c:
             continue
         y_hi, y_lo = row_y(first, N) + rh / 2, row_y(first + c - 1, N) - rh / 2
-        _box(ax, 6.6, y_lo, 1.8, y_hi - y_lo, f"expert {e}\n[{c}, D] rows\n→ [{c}, D]" if c > 2 or N <= 8 else
-             f"expert {e}: [{c}, D]", expert_color(e), fill=0.25, gid=f"group:{e}", fs=8.5)
+        text = (f"expert {e}: SwiGLU\non its {c} row{'s' if c > 1 else ''}\n[{c}, D] → [{c}, D]" if c > 2
+                else f"expert {e}\n[{c}, D] → [{c}, D]")
+        _box(ax, 6.6, y_lo, 1.8, y_hi - y_lo, text, expert_color(e), fill=0.25, gid=f"group:{e}", fs=8.5)
         for n in range(first, first + c):
             t = token_N[n]
             _arrow(ax, (8.4, row_y(n, N)), (9.85, row_y(t, T)), color=expert_color(e), lw=1.1, alpha=0.75)
@@ -409,11 +415,11 @@ def dispatch_example(tokens, expert_indices, scores, num_experts: int, title: st
              gid=f"out:{t}", fs=9, family=MONO)
 
     idle = [e for e, c in enumerate(counts_E) if not c]
-    notes = [f"expert ids in token order: {flat.tolist()}",
+    notes = [f"expert ids in {'token' if k == 1 else '(token, slot)'} order: {flat.tolist()}",
              f"order = argsort(ids, stable) = {slot_N}     tokens per expert = {counts_E}",
              (f"expert{'s' if len(idle) > 1 else ''} {', '.join(map(str, idle))}: no token, no matmul.   " if idle
-              else "") + "The score scales the expert's input: y = expert_e(σ · x).  The shared expert is added to "
-                         "every row as well."]
+              else "") + "The score scales the expert's input: y = expert_e(σ · x).  Then the shared expert's "
+                         "output is added to every token."]
     for i, text in enumerate(notes):
         _label(ax, 0.2, 1.2 - 0.36 * i, text, ha="left", fs=9, family=MONO if i < 2 else None)
     return fig
@@ -449,13 +455,13 @@ def shared_routed_moe(cfg: Llama4Config, title: str | None = None) -> VizFigure:
     _op(ax, xo, ym, "×")
     _arrow(ax, (xo + 0.17, ym), (7.9, ym))
     for j in (2, 1):  # the other experts, behind the chosen one
-        _box(ax, 7.9 + 0.1 * j, ym - 0.45 + 0.1 * j, 2.0, 0.9, "", expert_color(j), fill=0.25)
-    _box(ax, 7.9, ym - 0.45, 2.0, 0.9, f"routed expert e\n(top-{k} of {E})\n{_ffn_text(cfg)}", expert_color(0),
+        _box(ax, 7.9 + 0.1 * j, ym - 0.45 + 0.1 * j, 2.2, 0.9, "", expert_color(j), fill=0.25)
+    _box(ax, 7.9, ym - 0.45, 2.2, 0.9, f"routed expert e\n(top-{k} of {E})\n{_ffn_text(cfg)}", expert_color(0),
          fill=0.3, gid="routed", fs=9)
-    _label(ax, 8.9, ym - 0.95, "σ scales the INPUT:\nexpert_e(σ · x), not σ · expert_e(x)", fs=9,
+    _label(ax, 9.0, ym - 0.95, "σ scales the INPUT:\nexpert_e(σ · x), not σ · expert_e(x)", fs=9,
            color="#a03020")
     xp = 10.6
-    _arrow(ax, (9.9, ym), (xp, ym), (xp, yt - 0.17))
+    _arrow(ax, (10.1, ym), (xp, ym), (xp, yt - 0.17))
     if k > 1:
         _label(ax, xp + 0.1, (ym + yt) / 2, f"Σ over the\n{k} chosen", ha="left", fs=9)
     _arrow(ax, (7.9, yt), (xp - 0.17, yt))
@@ -699,8 +705,8 @@ def vision_pipeline(vision_cfg: VisionConfig, text_cfg: Llama4Config, grid: tupl
             text = f"{tok}×{run}" if run > 1 else tok
             w = len(text) * cw + 0.12
             patch = tok == "<|patch|>"
-            _box(ax, x, y, w, 0.26, text, "0.3", round_=False, fs=7, family=MONO, gid=f"slots:{tile}" if patch else None,
-                 face=_tile_color(tile) if patch else "white")
+            _box(ax, x, y, w, 0.26, text, "0.3", round_=False, fs=7, family=MONO,
+                 gid=f"slots:{tile}" if patch else None, face=_tile_color(tile) if patch else "white")
             tile += patch
             x += w + 0.05
     return fig
@@ -796,8 +802,7 @@ def posttrain_pipeline(sft: SFTConfig | None = None, rl: RLConfig | None = None,
     (groups of samples, verifiable rewards, groups with all-equal rewards dropped, harder prompts over time) → DPO.
     The reward dots of the RL panel are an illustration of the four kinds of group."""
     if sft is None or rl is None or dpo is None:
-        from ..train.posttrain import recipe  # the course's stage configs (imported late: it loads the checkpoints code)
-        r = recipe()
+        r = posttrain_recipe()
         sft, rl, dpo = sft or r.sft, rl or r.rl, dpo or r.dpo
     for name, c, cls in (("sft", sft, SFTConfig), ("rl", rl, RLConfig), ("dpo", dpo, DPOConfig)):
         if not isinstance(c, cls):
@@ -850,7 +855,8 @@ def posttrain_pipeline(sft: SFTConfig | None = None, rl: RLConfig | None = None,
                                f"reward 1 when a program checks the answer\n"
                                f"a = (r − mean) / std within each group{refill}\n"
                                f"clipped loss (ε = {rl.clip_eps:g}) + {rl.kl_coef:g} · KL to the SFT model\n"
-                               f"levels 1 / 2 / 3 weighted {lv(rl.start_weights)} → {lv(rl.end_weights)}", fs=8.5, va="top")
+                               f"levels 1 / 2 / 3 weighted {lv(rl.start_weights)} → {lv(rl.end_weights)}",
+           fs=8.5, va="top")
     # 4. DPO
     _label(ax, 10.92, yt, f"{dpo.steps} steps × {dpo.pairs_per_step} pairs\n{dpo.samples_per_prompt} samples a "
                           "prompt:\nchosen = right, formatted\nrejected = the next best\n\n"
@@ -864,15 +870,15 @@ def posttrain_pipeline(sft: SFTConfig | None = None, rl: RLConfig | None = None,
 def int4_layout(weights=None, group_size: int = 8, title: str | None = None) -> VizFigure:
     """How `quant.quantize_int4` and `quant.pack_int4` store one row of weights: cut into groups of group_size, one
     scale s = max|w| / 8 per group, q = clamp(round(w / s), -8, 7), stored as q + 8 (4 bits), two per byte with the
-    EVEN element in the LOW nibble. weights: a 1-D row of 2 … 32 values (e.g. the first inputs of an expert's weight
+    EVEN element in the LOW nibble. weights: a 1-D row of 2 … 24 values (e.g. the first inputs of an expert's weight
     row; default: a seeded random row)."""
     if weights is None:
         weights = torch.randn(16, generator=torch.Generator().manual_seed(0)) * 0.05
     w = torch.as_tensor(_float(weights, "weights", (1,)), dtype=torch.float32)
     K = w.numel()
     group_size = _check_int(group_size, "group_size", 2)
-    if not 2 <= K <= 32 or K % group_size or group_size % 2:
-        raise ValueError(f"weights must have 2 … 32 values, a multiple of an even group_size; got {K} values and "
+    if not 2 <= K <= 24 or K % group_size or group_size % 2:
+        raise ValueError(f"weights must have 2 … 24 values, a multiple of an even group_size; got {K} values and "
                          f"group_size={group_size}")
     q_K, s_G = (t[0] for t in quantize_int4(w[None], group_size))
     packed = pack_int4(q_K[None])[0].tolist()
@@ -920,13 +926,13 @@ def int4_layout(weights=None, group_size: int = 8, title: str | None = None) -> 
     return fig
 
 
-# --------------------------------------------------------------------------------------------------- 10. expert parallel
+# --------------------------------------------------------------------------------------------------- 10. all-to-all
 def all_to_all(num_ranks: int, expert_of_token, experts_per_rank: int, title: str | None = None) -> VizFigure:
     """Expert-parallel MoE across num_ranks processes, experts split in contiguous blocks (rank r owns experts
     r·n … r·n + n − 1, n = experts_per_rank). expert_of_token: per rank, the expert each of its tokens was routed to
     (a list of num_ranks lists, or an [R, T] array). Drawn: 1. the ranks exchange how many tokens each sends each
     other; 2. all-to-all: every token goes to its expert's rank; 3. each rank runs its experts; 4. a second all-to-all
-    brings the results back, in the original order. At most 8 ranks and 12 tokens per rank."""
+    brings the results back, in the original order. At most 8 ranks, and 12 tokens sent and received per rank."""
     R = _check_int(num_ranks, "num_ranks", 1, 8)
     n = _check_int(experts_per_rank, "experts_per_rank", 1)
     if isinstance(expert_of_token, (torch.Tensor, np.ndarray)):
@@ -953,6 +959,10 @@ def all_to_all(num_ranks: int, expert_of_token, experts_per_rank: int, title: st
     for src in range(R):
         for t, e in enumerate(per_rank[src]):
             received[e // n].append((src, t, int(e)))
+    for r, got in enumerate(received):
+        if len(got) > 12:
+            raise ValueError(f"rank {r} would receive {len(got)} tokens; draw at most 12 per rank (fewer tokens, or "
+                             "more even routing)")
     for r in range(R):
         y = top - (r + 0.5) * lane
         _label(ax, 0.2, y, f"rank {r}", ha="left", fs=9, weight="bold")
@@ -981,7 +991,7 @@ def all_to_all(num_ranks: int, expert_of_token, experts_per_rank: int, title: st
         _label(ax, 1.75, y_t - 0.35 - (src + 0.5) * cell, f"from rank {src}", ha="right", fs=8)
         for dst in range(R):
             _box(ax, 1.85 + dst * cell, y_t - 0.35 - (src + 1) * cell, cell - 0.03, cell - 0.03,
-                 str(counts[src, dst]), "0.4", fill=0.05 + 0.1 * counts[src, dst], round_=False,
+                 str(counts[src, dst]), "0.4", fill=min(0.5, 0.05 + 0.1 * counts[src, dst]), round_=False,
                  gid=f"count:{src}:{dst}", fs=8.5)
     for dst in range(R):
         _label(ax, 1.85 + (dst + 0.5) * cell, y_t - 0.2, f"to {dst}", fs=7.5)
