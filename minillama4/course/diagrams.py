@@ -756,7 +756,7 @@ def distillation(teacher_cfg: Llama4Config, student_cfg: Llama4Config, kd: Disti
     bars.set_ylim(0, 1)
     bars.set_xticks([])
     bars.set_yticks([])
-    bars.set_title(f"soft targets\nsoftmax(v / {T:g})", fontsize=8.5, color=TEACHER_COLOR)
+    bars.set_title(f"soft targets (example)\nsoftmax(v / {T:g})", fontsize=8.5, color=TEACHER_COLOR)
     _arrow(ax, (4.5, 4.05), (4.75, 4.05), color=TEACHER_COLOR)
     _arrow(ax, (5.85, 3.95), (6.4, 3.95), color=TEACHER_COLOR)
     _box(ax, 6.4, 3.55, 1.9, 0.8, f"soft: T² · KL(p_T ‖ q_T)\nq_T = softmax(z / {T:g})", TEACHER_COLOR, gid="kl",
@@ -839,6 +839,9 @@ def posttrain_pipeline(sft: SFTConfig | None = None, rl: RLConfig | None = None,
                          "assistant's\ntokens only", fs=9, va="top")
     # 3. RL: four groups of sampled replies, coloured by reward
     G = min(rl.group_size, 8)
+    _label(ax, 6.75, yt + 0.17, f"example groups of {rl.group_size} replies{' (8 shown)' if rl.group_size > 8 else ''}: "
+                                  "green right, red wrong", ha="left", fs=8,
+           color="0.3")
     groups = ((([1, 0] * G)[:G], "mixed: kept", True), ([1] * G, "all right: a = 0, dropped", False),
               ([0] * G, "all wrong: a = 0, dropped", False), ((([0, 0, 1] * G)[:G]), "mixed: kept", True))
     for gi, (rewards, note, kept) in enumerate(groups):
