@@ -40,27 +40,28 @@ _LLAMA3 = [
 ]
 
 
-def _verify_llama3(fn):
+def _llama3_cases():
+    return [Case((dh, theta, factor, low, high, old),
+                 inverse_frequencies(dh, theta, {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                                                 "high_freq_factor": high, "original_max_position_embeddings": old}))
+            for dh, theta, factor, low, high, old in _LLAMA3]
+
+
+def _relative(got, expected):
     """Relative error per frequency: the slowest frequencies are ~1e-7, far below an absolute tolerance."""
-    worst = 0.0
-    for i, (dh, theta, factor, low, high, old) in enumerate(_LLAMA3):
-        expected = inverse_frequencies(dh, theta, {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
-                                                   "high_freq_factor": high, "original_max_position_embeddings": old})
-        got = fn(dh, theta, factor, low, high, old)
-        where = f"case {i + 1}/{len(_LLAMA3)} (head_dim={dh}, factor={factor}, low={low}, high={high})"
-        if not isinstance(got, torch.Tensor):
-            return False, float("inf"), f"{where}: returned {type(got).__name__}, expected a tensor"
-        if got.shape != expected.shape:
-            return False, float("inf"), f"{where}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-        if not torch.isfinite(got).all():
-            return False, float("inf"), f"{where}: non-finite values (a division by high - low = 0?)"
-        rel = ((got.double() - expected.double()).abs() / expected.double().abs()).max().item()
-        worst = max(worst, rel)
-        if rel > 1e-5:
-            bad = int(((got.double() - expected.double()).abs() / expected.double().abs() > 1e-5).nonzero()[0])
-            return False, rel, (f"{where}: relative error {rel:.3g}; first wrong pair i={bad}: got {float(got[bad]):.6g}, "
-                                f"expected {float(expected[bad]):.6g}")
-    return True, worst, ""
+    if not isinstance(got, torch.Tensor):
+        return False, float("inf"), f"returned {type(got).__name__}, expected a tensor"
+    if got.shape != expected.shape:
+        return False, float("inf"), f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    if not torch.isfinite(got).all():
+        return False, float("inf"), "non-finite values (a division by high - low = 0?)"
+    rel_i = (got.double() - expected.double()).abs() / expected.double().abs()
+    rel = rel_i.max().item()
+    if rel > 1e-5:
+        bad = int((rel_i > 1e-5).nonzero()[0])
+        return False, rel, (f"relative error {rel:.3g}; first wrong pair i={bad}: got {float(got[bad]):.6g}, "
+                            f"expected {float(expected[bad]):.6g}")
+    return True, rel, ""
 
 
 def _mask_cases():
@@ -107,10 +108,10 @@ register(Exercise("apply_rope", 4, "apply_rope", _rope_cases,
                   "pair ADJACENT dimensions: x.float().reshape(..., Dh//2, 2) → torch.view_as_complex; multiply by "
                   "torch.polar(1, positions[:, None] * inv_freq) broadcast over batch and heads; view_as_real, "
                   "flatten, cast back. Not rotate_half (i with i + Dh/2)."))
-register(Exercise("llama3_inverse_frequencies", 4, "llama3_inverse_frequencies", lambda: [],
+register(Exercise("llama3_inverse_frequencies", 4, "llama3_inverse_frequencies", _llama3_cases,
                   "ω = 1/θ^(arange(0, Dh, 2)/Dh) in float32; wavelength 2π/ω; divide by factor where the wavelength "
                   "exceeds L/low; blend only where L/high ≤ wavelength ≤ L/low, and only if high > low",
-                  verify=_verify_llama3))
+                  compare=_relative))
 register(Exercise("chunked_causal_mask", 4, "chunked_causal_mask", _mask_cases,
                   "compare k_pos[None, :] with q_pos[:, None]: causal is s ≤ p; same chunk is s // C == p // C "
                   "(fixed blocks, not a window of the last C tokens); chunk_size None → causal only",
