@@ -62,7 +62,7 @@ def _all_experts_cases():
 
 # ------------------------------------------------------------------------------------------------ mistakes
 # Each wrong version below is what a learner commonly writes; the grader recognises it from the learner's output
-# and says so. tests/exercises/wrong_ch01.py holds independently written wrong learner files for each of them.
+# and says so. tests/mistakes/wrong_ch01.py holds independently written wrong learner files for each of them.
 def _rms_sum(x, w, eps=1e-5):
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).type_as(x) * w

@@ -215,6 +215,10 @@ def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+def _typename(x) -> str:
+    return getattr(x, "type_name", type(x).__name__)  # an object the worker could not send names its own type
+
+
 def _first(mask: torch.Tensor) -> tuple:
     return tuple(mask.nonzero()[0].tolist())
 
@@ -230,7 +234,7 @@ def compare_outputs(got, expected, exact: bool) -> tuple[bool, float, str]:
         what = f"output {i}: " if len(e) > 1 else ""
         if isinstance(b, torch.Tensor):
             if not isinstance(a, torch.Tensor):
-                return False, math.inf, f"{what}returned {type(a).__name__}, expected a tensor"
+                return False, math.inf, f"{what}returned {_typename(a)}, expected a tensor"
             if a.shape != b.shape:
                 return False, math.inf, f"{what}shape {tuple(a.shape)}, expected {tuple(b.shape)}"
             if (b.dtype == torch.bool) != (a.dtype == torch.bool) or \
@@ -267,7 +271,7 @@ def compare_outputs(got, expected, exact: bool) -> tuple[bool, float, str]:
             if isinstance(a, torch.Tensor) and a.numel() == 1:
                 a = a.item()
             if isinstance(a, bool) or not isinstance(a, (int, float)):
-                return False, math.inf, f"{what}returned {type(a).__name__}, expected a number"
+                return False, math.inf, f"{what}returned {_typename(a)}, expected a number"
             if math.isnan(a) and not math.isnan(b):
                 return False, math.inf, f"{what}got nan, expected {_fmt(b)}"
             err = abs(float(a) - float(b))

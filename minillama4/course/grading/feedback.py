@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .core import CHAPTERS, Case, Exercise, Result, exercises, get, impl_file, project_root
-from .sandbox import MEMORY_GB, TIMEOUT_S, decode, encode, plain_loads, worker
+from .sandbox import MEMORY_GB, PRINT_LIMIT, TIMEOUT_S, decode, encode, plain_loads, worker
 
 
 # ------------------------------------------------------------------------------------------ running one exercise
@@ -137,6 +137,9 @@ def _ending(ex, end, reply, label, timeout, base, loaded: bool) -> Result:
         if kind == "memory":
             text = f"{at}: ran out of memory (the grader allows {MEMORY_GB:g} GB more than it needs itself): {msg}"
             return Result(name, "error", message=text, detail=_lines(frames), **base)
+        if "File too large" in msg:
+            return Result(name, "error", message=f"{at}: your code printed more than the grader keeps "
+                                                 f"({PRINT_LIMIT >> 20} MB)", **base)
         diagnosis = ex.diagnose_error(f"{typ}: {msg}")
         if diagnosis:
             return Result(name, "error", message=f"{at}: {diagnosis}", detail=f"{typ}: {msg}\n" + _lines(frames),
@@ -256,10 +259,11 @@ def solution(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ scores
-def grade(chapter: int | None = None, impl: str = "exercises", timeout: float = TIMEOUT_S, out=print) -> list[Result]:
+def grade(chapter: int | None = None, impl: str = "exercises", timeout: float = TIMEOUT_S, out=print,
+          root: Path | None = None) -> list[Result]:
     """Grade one chapter (every verdict, with its diagnosis) or, without a chapter, every chapter as a progress
     table: each chapter's score and the exercises still to do."""
-    root = project_root()
+    root = root or project_root()
     worker().start() if worker().proc is None else None
     chapters = [chapter] if chapter is not None else sorted(CHAPTERS)
     out(f"Grading {root / impl}{os.sep}")

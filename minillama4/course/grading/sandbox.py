@@ -240,10 +240,20 @@ def _run_cases(job: dict, path: str, out_fd: int) -> None:
         except BaseException as exc:
             kind = "memory" if "can't allocate memory" in str(exc) or "out of memory" in str(exc) else "raised"
             return failure(kind, i, exc)
-    report("done")
+    _send(out_fd, _DONE)
 
 
 # ------------------------------------------------------------------------------------------ the server
+_DONE = pickle.dumps(("done",), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _kill_group(pid: int) -> None:
+    for target in (-pid, pid):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
 def _run_job(job: dict, server_fds: tuple[int, ...]) -> dict:
     """Fork a child for one exercise, collect its frames within the time limit, and say how it ended."""
     r, w = os.pipe()
@@ -264,6 +274,8 @@ def _run_job(job: dict, server_fds: tuple[int, ...]) -> dict:
             if frame is None:
                 break
             frames.append(frame)
+            if frame == _DONE:  # not waiting for EOF: a process the learner's code left behind may hold the pipe
+                break
     except TimeoutError:
         timed_out = True
     except ValueError:
@@ -271,12 +283,12 @@ def _run_job(job: dict, server_fds: tuple[int, ...]) -> dict:
     finally:
         os.close(r)
     if timed_out or too_big:
-        for target in (-pid, pid):
-            try:
-                os.kill(target, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        _kill_group(pid)
     _, status = os.waitpid(pid, 0)
+    try:  # anything the learner's code started and left running (the child itself is reaped)
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     with open(log.name, "rb") as f:
         printed = f.read(20000)
     os.unlink(log.name)

@@ -1,7 +1,8 @@
 """The mistake catalogues: for every graded exercise, the wrong versions a learner commonly writes. Each must FAIL,
 with the grader's diagnosis of that very mistake (not the generic recipe). The wrong versions live in
-tests/exercises/wrong_chNN.py as source code, and are graded the way a learner's file is: written into an exercise
-file (the reference solutions with the wrong function pasted over the right one) and run in the grader's worker."""
+tests/mistakes/wrong_chNN.py as source code (WRONG), beside correct versions written differently (RIGHT), which must
+pass. Each is graded the way a learner's file is: written into an exercise file (the reference solutions with the
+version pasted over the reference function) and run in the grader's worker."""
 
 import importlib.util
 import re
@@ -13,8 +14,9 @@ import pytest
 from minillama4.course.grading import CHAPTERS, exercises, get, impl_file, project_root, run
 
 CATALOGUE = []  # (exercise name, label, source, words the diagnosis must contain)
+RIGHT = []  # (exercise name, label, source): correct versions written differently, which must pass
 for ch in sorted(CHAPTERS):
-    path = Path(__file__).with_name(f"wrong_ch{ch:02d}.py")
+    path = Path(__file__).parent / "mistakes" / f"wrong_ch{ch:02d}.py"
     if not path.exists():
         continue
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -23,6 +25,8 @@ for ch in sorted(CHAPTERS):
     for name, versions in mod.WRONG.items():
         for label, source, words in versions:
             CATALOGUE.append((name, label, source, words))
+    for name, versions in getattr(mod, "RIGHT", {}).items():
+        RIGHT.extend((name, label, source) for label, source in versions)
 
 
 def _course_with(tmp_path, name: str, source: str):
@@ -46,6 +50,15 @@ def test_each_catalogued_mistake_fails_with_its_own_diagnosis(tmp_path, name, la
     assert r.mistake, f"{label}: failed with no diagnosis of the mistake:\n{r.report()}"
     for w in words:
         assert re.search(w, r.message, re.I), f"{label}: the diagnosis does not say {w!r}:\n{r.report()}"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name,label,source", RIGHT, ids=[f"{c[0]}-{c[1]}" for c in RIGHT])
+def test_correct_versions_written_differently_pass(tmp_path, name, label, source):
+    """Mathematically equal ways of writing an exercise (einsum for bmm, a loop for a batched op …) must pass: the
+    cases and tolerances catch mistakes, not style."""
+    r = run(name, root=_course_with(tmp_path, name, source))
+    assert r.passed, f"{label}:\n{r.report()}"
 
 
 def test_every_exercise_has_a_catalogue_and_every_diagnosis_is_reached():

@@ -84,3 +84,28 @@ def all_experts_forward(x_ETD, gate_up_proj_ED2F, down_proj_EFD):
 ''', ["no transpose"]),
     ],
 }
+
+RIGHT = {
+    "rms_norm": [("rsqrt-of-mean-square", '''
+def rms_norm(x_TD, weight_D, eps=1e-5):
+    x = x_TD.to(torch.float32)
+    ms = (x * x).sum(-1, keepdim=True) / x.shape[-1]
+    return (x / torch.sqrt(ms + eps)).to(x_TD.dtype) * weight_D
+''')],
+    "swiglu": [("F.linear", '''
+def swiglu(x_TD, w_gate_FD, w_up_FD, w_down_DF):
+    return F.linear(F.silu(F.linear(x_TD, w_gate_FD)) * F.linear(x_TD, w_up_FD), w_down_DF)
+''')],
+    "expert_forward": [("two-slices", '''
+def expert_forward(x_TD, gate_up_proj_ED2F, down_proj_EFD, e):
+    F_ = down_proj_EFD.shape[1]
+    w = gate_up_proj_ED2F[e]
+    return (F.silu(x_TD @ w[:, :F_]) * (x_TD @ w[:, F_:])) @ down_proj_EFD[e]
+''')],
+    "all_experts_forward": [("einsum", '''
+def all_experts_forward(x_ETD, gate_up_proj_ED2F, down_proj_EFD):
+    h = torch.einsum("etd,edf->etf", x_ETD, gate_up_proj_ED2F)
+    gate, up = h.chunk(2, -1)
+    return torch.einsum("etf,efd->etd", F.silu(gate) * up, down_proj_EFD)
+''')],
+}
