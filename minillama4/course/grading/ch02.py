@@ -1,6 +1,7 @@
 """Chapter 02 cases: router, dispatch, sparse routed experts, dense emulation. Expected values come from the
 package (`minillama4.router.Router`, `minillama4.moe.dispatch`, `minillama4.moe.routed_experts`,
-`minillama4.moe.moe_dense_reference`), never from hand-typed numbers."""
+`minillama4.moe.moe_dense_reference`), never from hand-typed numbers. Below them, the common wrong versions the grader
+recognises, with what it tells the learner."""
 
 import torch
 import torch.nn.functional as F
@@ -184,7 +185,7 @@ def _overwritten(case, got) -> bool:
     each_TKD = torch.stack([_each_expert(x, idx[:, j:j + 1], s[:, j:j + 1], gate_up, down)
                             for j in range(idx.shape[1])], dim=1)
     close_TK = torch.isclose(got[:, None, :], each_TKD, atol=1e-4, rtol=1e-3).all(-1)
-    return bool(close_TK.any(-1).all())
+    return bool(close_TK.any(-1).all() and not close_TK[:, 0].all())  # (always the first: another mistake)
 
 
 def _unstable(case, got) -> bool:
@@ -228,8 +229,8 @@ register(Exercise(
     mistakes=[
         Mistake("the router weight is [E, D] (nn.Linear layout): logits = x @ W.t() (a shape error in a matmul)",
                 raises=r"mat1 and mat2 shapes|size mismatch|shapes cannot be multiplied"),
-        Mistake("your scores are float32 for a bfloat16 input: compute σ in float32, then cast the scores back to "
-                "x's dtype (.to(x.dtype))",
+        Mistake("your scores' dtype is not x's: compute σ in float32, then cast the scores back to x's dtype "
+                "(.to(x.dtype))",
                 test=lambda case, got: got[2].is_floating_point() and got[2].dtype != case.args[0].dtype),
         Mistake("you returned σ of every expert's logit: the scores are for the k chosen experts only, [T, k]",
                 test=lambda case, got: tuple(got[2].shape) == tuple(case.expected[0].shape)),
@@ -253,7 +254,8 @@ register(Exercise(
                 "the E experts its count, 0 included",
                 test=lambda case, got: got[2].dim() == 1 and got[2].numel() < case.args[1]),
         Mistake("you returned slot_N before token_N: the order is (token_N, slot_N, counts_E)",
-                test=lambda case, got: torch.equal(got[0], case.expected[1]) and torch.equal(got[1], case.expected[0])),
+                test=lambda case, got: not torch.equal(*case.expected[:2]) and torch.equal(got[0], case.expected[1])
+                and torch.equal(got[1], case.expected[0])),
         Mistake("slot_N and counts_E are right but token_N is not: the flat slot t·K + j belongs to token "
                 "t = slot // K",
                 test=lambda case, got: torch.equal(got[1], case.expected[1]) and torch.equal(got[2], case.expected[2])),

@@ -1,5 +1,6 @@
 """Chapter 04 cases: RoPE (interleaved pairs), llama3 frequency scaling, chunked masks, temperature tuning, GQA.
-Expected values come from the package's own functions (`minillama4.rope`, `minillama4.attention`)."""
+Expected values come from the package's own functions (`minillama4.rope`, `minillama4.attention`).
+Below them, the common wrong versions the grader recognises, with what it tells the learner."""
 
 import math
 
