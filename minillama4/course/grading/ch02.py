@@ -110,7 +110,7 @@ def _dense_cases():
 
 # ------------------------------------------------------------------------------------------------ mistakes
 # Each wrong version below is what a learner commonly writes; the grader recognises it from the learner's output
-# and says so. tests/exercises/wrong_ch02.py holds independently written wrong learner files for each of them.
+# and says so. tests/mistakes/wrong_ch02.py holds independently written wrong learner files for each of them.
 def _route_softmax(x, w, k):
     logits = x @ w.t()
     top, idx = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)

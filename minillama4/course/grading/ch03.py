@@ -115,7 +115,7 @@ def _bias_case(bias_E, indices_TK, rate) -> Case:
 
 # ------------------------------------------------------------------------------------------------ mistakes
 # Each wrong version below is what a learner commonly writes; the grader recognises it from the learner's output
-# and says so. tests/exercises/wrong_ch03.py holds independently written wrong learner files for each of them.
+# and says so. tests/mistakes/wrong_ch03.py holds independently written wrong learner files for each of them.
 def _moe_variant(score: str = "sigmoid", on_output: bool = False, shared: bool = True, overwrite: bool = False):
     """A wrong MoE block: another score (softmax over all experts, renormalised, none), the score on the expert's
     output, no shared expert, or each chosen expert's output assigned to its token instead of added."""

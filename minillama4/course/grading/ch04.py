@@ -108,7 +108,7 @@ def _gqa_cases():
 
 # ------------------------------------------------------------------------------------------------ mistakes
 # Each wrong version below is what a learner commonly writes; the grader recognises it from the learner's output
-# and says so. tests/exercises/wrong_ch04.py holds independently written wrong learner files for each of them.
+# and says so. tests/mistakes/wrong_ch04.py holds independently written wrong learner files for each of them.
 def _cos_sin(positions, inv_freq, layout: str):
     """cos and sin of p·ω per dimension [T, 1, Dh]: "pairs" gives dims 2i and 2i+1 the frequency ω_i (right for
     adjacent pairs), "halves" gives dims i and i + Dh/2 the frequency ω_i (rotate_half's cat(freqs, freqs))."""
