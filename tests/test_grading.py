@@ -26,7 +26,7 @@ from make_exercises import make_stub  # noqa: E402
 
 def course_copy(tmp_path: Path, chapters=None) -> Path:
     """A fresh course checkout in tmp_path: solutions/ and untouched, freshly generated exercises/."""
-    (tmp_path / "solutions").mkdir()
+    (tmp_path / "solutions").mkdir(parents=True)
     (tmp_path / "exercises").mkdir()
     for ch in chapters or CHAPTERS:
         src = ROOT / "solutions" / f"{CHAPTERS[ch]}.py"
@@ -272,7 +272,7 @@ BROKEN = {
         """, r"case 1 of \d+: returned NoneType"),
 }
 FOOLING = {
-    "torch.allclose replaced": "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
+    "torch.allclose replaced": "import torch\ntorch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
                                "torch.isclose = lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)\n",
     "the grader's comparison patched": "import minillama4.course.grading.core as _c\n"
                                        "_c.compare_outputs = lambda *a, **k: (True, 0.0, '')\n"
@@ -328,20 +328,42 @@ def test_a_patch_in_one_chapter_never_reaches_another(tmp_path):
 
 
 def test_ctrl_c_stops_the_learners_code_at_once_and_the_grader_recovers(tmp_path, monkeypatch):
-    root = with_function(course_copy(tmp_path, [1]), 1, BROKEN["endless loop"][1])
+    pid_file = tmp_path / "learner.pid"
+    root = with_function(course_copy(tmp_path / "course", [1]), 1, f"""
+        def swiglu(*a):
+            import os
+            open({str(pid_file)!r}, "w").write(str(os.getpid()))
+            while True:
+                pass
+        """)
     monkeypatch.chdir(root)
-    old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
-    signal.setitimer(signal.ITIMER_REAL, 2.0)
-    t0 = time.monotonic()
+
+    def press_ctrl_c():  # once the learner's loop runs: what the notebook's "interrupt kernel" does
+        while not pid_file.exists():
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    import threading
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
     try:
         r = check("swiglu")
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-    assert r.status == "error" and "interrupted" in r.message and time.monotonic() - t0 < 20
-    assert worker().proc is None  # stopped, with the learner's code
+        signal.signal(signal.SIGINT, old)
+    assert r.status == "error" and "interrupted" in r.message
+    assert worker().proc is None  # stopped, with the learner's code:
+    learner = int(pid_file.read_text())
+    for _ in range(50):
+        if not Path(f"/proc/{learner}").exists() or "Z" in Path(f"/proc/{learner}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(learner, signal.SIGKILL)
+        pytest.fail("the learner's endless loop outlived the grader")
     with_function(root, 1, "")
-    assert check("swiglu").passed  # and started again on the next check
+    assert check("swiglu").passed  # and the grader starts again on the next check
 
 
 # ------------------------------------------------------------------------------------------ commands shown to learners

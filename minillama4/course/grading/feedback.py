@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -80,8 +80,9 @@ def verdict(ex: Exercise, cases: list[Case], reply: dict, path: Path, function: 
         elif kind == "case":
             outputs[f[1]] = decode(f[2])
         elif kind == "forbidden":
-            return Result(ex.name, "fail", message=f"your code reads {_rel(f[1])}, the reference solution: only "
-                                                   "your own code is graded", where=where)
+            read = re.sub(r"__pycache__/(\w+)\.[\w-]+\.pyc$", r"\1.py", _rel(f[1]))  # the module, not its bytecode
+            return Result(ex.name, "fail", message=f"your code reads {read}, the reference solution: only your own "
+                                                   "code is graded", where=where)
         elif end is None:
             end = f
     base = dict(where=where, output=reply.get("printed", ""))

@@ -146,6 +146,18 @@ def _learner_frames(tb, path: str) -> list[tuple[int, str]]:
     return [(f.lineno, (f.line or "").strip()) for f in traceback.extract_tb(tb) if f.filename == path]
 
 
+def _die_with_parent(parent: int) -> None:
+    """If the server dies (the grader stopped it: Ctrl-C, a closed notebook), this child is killed too (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the server died before the line above ran
+        os._exit(4)
+
+
 def _address_space() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -158,6 +170,7 @@ def _child(job: dict, out_fd: int, server_fds: tuple[int, ...]) -> None:
         for fd in server_fds:  # the server's pipes to the grader: the learner's code must not reach them
             os.close(fd)
         os.setpgid(0, 0)  # its own process group: the server can kill it and anything it started
+        _die_with_parent(job["server_pid"])
         try:
             cap = _address_space() + int(job["memory_gb"] * (1 << 30))
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -259,7 +272,7 @@ def _run_job(job: dict, server_fds: tuple[int, ...]) -> dict:
     r, w = os.pipe()
     log = tempfile.NamedTemporaryFile(prefix="minillama4-grade-", delete=False)
     log.close()
-    job = {**job, "log": log.name}
+    job = {**job, "log": log.name, "server_pid": os.getpid()}
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
