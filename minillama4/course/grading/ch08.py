@@ -10,7 +10,7 @@ import torch
 from ...chat import BEGIN, EOT, HEADER_END, encode_chat, format_chat, header, sft_example
 from ...train.sft import masked_cross_entropy, prune_easy
 from ..data import course_tokenizer
-from .core import TOLERANCE, Case, Exercise, Mistake, register
+from .core import Case, Exercise, Mistake, register
 from .core import seeded as _g
 
 _CONVERSATIONS = [
@@ -48,26 +48,15 @@ def _loss_case(seed: int, B: int, T: int, V: int, scale: float = 2.0, dtype=torc
     return logits, labels.masked_fill(drop, -100)
 
 
-def _bfloat16_error(logits, labels) -> float:
-    """How far a log-softmax taken in bfloat16 lands from the float32 loss, in units of the grader's tolerance."""
-    keep = labels != -100
-    expected = masked_cross_entropy(logits, labels)
-    in_bf16 = -logits[keep].log_softmax(-1).gather(-1, labels[keep][:, None]).float().mean()
-    return float((in_bf16 - expected).abs() / (TOLERANCE["atol"] + TOLERANCE["rtol"] * expected.abs()))
-
-
 def _loss_cases():
     cases = []
     for seed, (B, T, V) in enumerate([(2, 7, 11), (3, 5, 20), (1, 9, 6)]):
         logits, labels = _loss_case(seed, B, T, V)
         cases.append(Case((logits, labels), masked_cross_entropy(logits, labels)))
     # bfloat16 logits over a larger vocabulary: the loss must still be computed in float32. Rounding errors partly
-    # average out over the counted positions, so the case is the first seed where a bfloat16 log-softmax is clearly
-    # wrong (at least 10 times the tolerance)
-    seed = 3
-    while _bfloat16_error(*_loss_case(seed, 2, 6, 300, 4.0, torch.bfloat16)) < 10:
-        seed += 100
-    logits, labels = _loss_case(seed, 2, 6, 300, 4.0, torch.bfloat16)
+    # average out over the counted positions; with this seed a bfloat16 log-softmax is off by over 10 times the
+    # tolerance (tests/mistakes/wrong_ch08.py holds such a version, which must fail here)
+    logits, labels = _loss_case(203, 2, 6, 300, 4.0, torch.bfloat16)
     cases.append(Case((logits, labels), masked_cross_entropy(logits, labels)))
     return cases
 

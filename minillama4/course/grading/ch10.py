@@ -31,26 +31,15 @@ def _seq_case(seed: int, B: int, T: int, V: int, scale: float = 2.0, dtype=torch
     return logits, labels
 
 
-def _bfloat16_error(logits, labels) -> float:
-    """How far log-probs taken in bfloat16 land from the float32 ones, in units of the grader's tolerance (worst
-    row)."""
-    expected = sequence_logprobs(logits, labels)
-    lp = logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
-    in_bf16 = (lp.float() * (labels != -100)).sum(-1)
-    return float(((in_bf16 - expected).abs() / (TOLERANCE["atol"] + TOLERANCE["rtol"] * expected.abs())).max())
-
-
 def _seq_cases():
     cases = []
     for seed, (B, T, V) in enumerate([(2, 6, 9), (3, 4, 17), (1, 8, 5)]):
         logits, labels = _seq_case(seed, B, T, V)
         cases.append(Case((logits, labels), sequence_logprobs(logits, labels)))
-    # bfloat16 logits over a larger vocabulary: the log-probs must still be computed in float32. The case is the
-    # first seed where a bfloat16 log-softmax is clearly wrong (at least 10 times the tolerance)
-    seed = 3
-    while _bfloat16_error(*_seq_case(seed, 2, 8, 300, 4.0, torch.bfloat16)) < 10:
-        seed += 100
-    logits, labels = _seq_case(seed, 2, 8, 300, 4.0, torch.bfloat16)
+    # bfloat16 logits over a larger vocabulary: the log-probs must still be computed in float32. With this seed a
+    # bfloat16 log-softmax is off by over 10 times the tolerance in some row (tests/mistakes/wrong_ch10.py holds such
+    # a version, which must fail here)
+    logits, labels = _seq_case(303, 2, 8, 300, 4.0, torch.bfloat16)
     cases.append(Case((logits, labels), sequence_logprobs(logits, labels)))
     return cases
 
