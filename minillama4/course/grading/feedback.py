@@ -49,9 +49,22 @@ def run(ex: Exercise | str, impl: str = "exercises", root: Path | None = None, p
     w = worker()
     if w.proc is None or w.proc.poll() is not None:
         w.start()  # the worker imports torch while this process builds the cases
-    cases = ex.cases()
+    cases = _build_cases(ex)
     reply = w.run(_job(ex, cases, path, function or ex.function, impl, root, timeout))
     return verdict(ex, cases, reply, path, function or ex.function, timeout)
+
+
+def _build_cases(ex: Exercise) -> list[Case]:
+    """The cases and their expected values, on one thread: tiny tensors, where a thread pool only adds waiting (the
+    caller's thread count is restored)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return ex.cases()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _frames(reply: dict) -> list:
@@ -178,7 +191,7 @@ def run_here(ex: Exercise | str, fn: Callable, timeout: float = TIMEOUT_S) -> Re
     """Grade a function that lives in no file (defined in a notebook cell) in this process, with a time limit.
     Functions from a file go through the worker (`run`)."""
     ex = get(ex) if isinstance(ex, str) else ex
-    cases = ex.cases()
+    cases = _build_cases(ex)
     frames = []
     try:
         with _time_limit(timeout):
