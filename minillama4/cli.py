@@ -160,13 +160,14 @@ def _read_lines():
 
 
 def cmd_grade(args) -> int:
-    from .course.grading import grade
+    from .course.grading import CHAPTERS, grade
 
-    results = grade(args.chapter, impl=args.impl)
-    if not results:
-        print(f"no graded exercises for chapter {args.chapter}", file=sys.stderr)
+    if args.chapter is not None and args.chapter not in CHAPTERS:
+        print(f"minillama4: no graded exercises for chapter {args.chapter}; chapters: "
+              f"{', '.join(map(str, sorted(CHAPTERS)))}", file=sys.stderr)
         return 2
-    return 0 if all(r.passed for r in results) else 1
+    results = grade(args.chapter, impl=args.impl)
+    return 0 if results and all(r.passed for r in results) else 1
 
 
 def cmd_posttrain(args) -> int:

@@ -81,6 +81,6 @@ def scout_ckpt(tmp_path):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--impl", choices=["solutions", "exercises"], default="solutions",
-                     help="which implementation the graded-exercise tests (tests/exercises) run: the reference "
-                          "solutions/ (all must pass) or the learner's exercises/ (untouched stubs: none pass)")
+    parser.addoption("--impl", choices=["solutions", "exercises"], default="exercises",
+                     help="which implementation the graded-exercise tests (tests/exercises) grade: your exercises/ "
+                          "(the default) or the reference solutions/ (CI: all must pass)")

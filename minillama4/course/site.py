@@ -316,7 +316,7 @@ def _exercise_table(chapters: dict[int, Page], linker: Linker, source: Path, pag
         rows.append(f'<tr><td>{title}</td><td><a href="{link}"><code>{file}</code></a></td><td>{names}</td>'
                     f"<td><code>minillama4 grade {n}</code></td></tr>")
     return ('<h2 id="every-graded-exercise">Every graded exercise</h2>\n<table class="exercises">'
-            "<thead><tr><th>chapter</th><th>your file</th><th>exercises (<code>check(name, ...)</code>)</th>"
+            "<thead><tr><th>chapter</th><th>your file</th><th>exercises (<code>check(name)</code>)</th>"
             "<th>score</th></tr></thead>\n<tbody>" + "\n".join(rows) + "</tbody></table>")
 
 

@@ -38,6 +38,8 @@ from ..attention import temperature_scale
 
 MONO = "DejaVu Sans Mono"  # ships with matplotlib, has ␣ ↵ ⇥
 CHUNK_LINE = dict(color="#d62728", lw=1.0, alpha=0.9)  # attention-chunk boundaries, in every picture
+ROPE_COLOR, NOPE_COLOR = "#1f4e8c", "#b35900"  # RoPE (chunked) layers blue, NoPE (global) layers orange
+MASK_ATTENDS, MASK_MASKED = "#2f5d9e", "#f2f2f2"  # attention-mask cells: may attend / masked
 LOAD_CMAP = "RdBu_r"  # expert load: blue = starved, white = uniform 1/E, red = overloaded
 VISIBLE_WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥"}
 
@@ -523,7 +525,7 @@ def attention_mask(mask_TS, chunk_size: int | None = None, title: str | None = N
     side = min(max(3.5, 0.16 * max(T, S) + 1.5), 6.0)
     fig = VizFigure(figsize=(side * min(1.6, max(0.7, S / T)) + 0.3, side + 0.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(m, cmap=ListedColormap(["#f2f2f2", "#2f5d9e"]), vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(m, cmap=ListedColormap([MASK_MASKED, MASK_ATTENDS]), vmin=0, vmax=1, interpolation="nearest")
     if max(T, S) <= 40:  # thin cell borders, so positions can be counted
         ax.set_xticks(np.arange(S + 1) - 0.5, minor=True)
         ax.set_yticks(np.arange(T + 1) - 0.5, minor=True)
@@ -536,7 +538,8 @@ def attention_mask(mask_TS, chunk_size: int | None = None, title: str | None = N
     ax.set_xlabel("key position s")
     ax.set_ylabel("query position p")
     ax.set_title(title or ("causal mask" if chunk_size is None else f"chunked causal mask (chunk = {chunk_size})"))
-    handles = [Patch(facecolor="#2f5d9e", label="attends"), Patch(facecolor="#f2f2f2", edgecolor="0.7", label="masked")]
+    handles = [Patch(facecolor=MASK_ATTENDS, label="attends"),
+               Patch(facecolor=MASK_MASKED, edgecolor="0.7", label="masked")]
     if chunk_size is not None:
         handles.append(Line2D([], [], **CHUNK_LINE, label="chunk boundary"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=9)
@@ -613,7 +616,7 @@ def attention_maps(weights, layer_uses_rope: Sequence[bool], chunk_size: int | N
             im = ax.imshow(np.ma.masked_equal(ws[l][h], 0.0), cmap=cmap, norm=norm, interpolation="nearest")
             if rope[l] and chunk_size is not None:
                 _chunk_lines(ax, chunk_size, T, S)
-            ax.set_title(f"layer {l} · {kind}\nhead {h}", fontsize=9, color="#1f4e8c" if rope[l] else "#b35900")
+            ax.set_title(f"layer {l} · {kind}\nhead {h}", fontsize=9, color=ROPE_COLOR if rope[l] else NOPE_COLOR)
             for axis, n in ((ax.xaxis, S), (ax.yaxis, T)):
                 axis.set_major_locator(MaxNLocator(nbins=4, integer=True))
             ax.tick_params(labelsize=7)
@@ -650,7 +653,7 @@ def temperature_curve(positions, floor_scale: int, attn_scale: float, title: str
     x = pos + 1 if log_x else pos
     fig = VizFigure(figsize=(6.0, 3.4), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(x, s, drawstyle="steps-post", color="#b35900", lw=1.8, label="NoPE query scale")
+    ax.plot(x, s, drawstyle="steps-post", color=NOPE_COLOR, lw=1.8, label="NoPE query scale")
     ax.axhline(1.0, color="0.5", lw=1, ls=":", label="1 (no tuning; RoPE layers)")
     first = floor_scale - 1  # first position whose scale exceeds 1
     if pos.min() <= first <= pos.max():

@@ -1,6 +1,8 @@
 """Chapter 05 cases: decoder layer, top-p, sampling, greedy generation, what the chunk-aware KV cache keeps and
 how big it is. Expected values come from the package: `DecoderLayer`, `sampling`, `Llama4.generate`, `KVCache`."""
 
+from functools import partial
+
 import torch
 
 from ...cache import KVCache
@@ -27,11 +29,15 @@ def _toy_model(seed: int, **over) -> Llama4:
     return model
 
 
-def _no_grad(fn):
-    def wrapped(*a):
-        with torch.no_grad():
-            return fn(*a)
-    return wrapped
+def _attention_block(layer, freqs, positions_T, h):
+    """The layer's attention sub-block, as the decoder_layer exercise receives it (module-level so it pickles)."""
+    with torch.no_grad():
+        return layer.self_attn(h, freqs, positions_T)
+
+
+def _ffn_block(layer, h):
+    with torch.no_grad():
+        return layer.feed_forward(h)[0] if layer.is_moe else layer.feed_forward(h)
 
 
 def _decoder_cases():
@@ -44,8 +50,8 @@ def _decoder_cases():
         pos_T = torch.arange(T)
         freqs = rope_angles(pos_T, model.inv_freq)
         x = torch.randn(B, T, cfg.hidden_size, generator=_g(20 + seed))
-        attn = _no_grad(lambda h, l=layer, f=freqs, p=pos_T: l.self_attn(h, f, p))
-        ffn = _no_grad(lambda h, l=layer: l.feed_forward(h)[0] if l.is_moe else l.feed_forward(h))
+        attn = partial(_attention_block, layer, freqs, pos_T)
+        ffn = partial(_ffn_block, layer)
         with torch.no_grad():
             want = layer(x, freqs, pos_T)[0]
         cases.append(Case((x, attn, ffn, layer.input_layernorm.weight.detach().clone(),

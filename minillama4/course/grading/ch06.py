@@ -5,7 +5,7 @@ import torch
 
 from ...image import best_canvas, supported_canvases
 from ...vision import merge_image_features, patchify, pixel_shuffle, vision_rope_angles
-from .core import Case, Exercise, compare, register
+from .core import Case, Exercise, Mistake, register
 from .core import seeded as _g
 
 
@@ -39,33 +39,28 @@ def _merge_inputs(seed, B, T, D, n_patch, patch_id=7):
     return torch.randn(B, T, D, generator=g), ids, torch.randn(n_patch, D, generator=g), patch_id
 
 
+def _merge_probe(fn, embeds_BTD, input_ids_BT, features_ND, image_token_id):
+    """The merged embeddings, whether the input embeddings stayed untouched, and whether a count mismatch between
+    <|patch|> tokens and features raised ValueError (one feature too few, one too many)."""
+    before = embeds_BTD.clone()
+    out = fn(embeds_BTD, input_ids_BT, features_ND, image_token_id)
+    untouched = torch.equal(embeds_BTD, before)
+    raised = []
+    for wrong in (features_ND[:-1], torch.cat([features_ND, features_ND[:1]]))[0 if len(features_ND) else 1:]:
+        try:
+            fn(before.clone(), input_ids_BT, wrong, image_token_id)
+            raised.append(False)
+        except ValueError:
+            raised.append(True)
+    return out, untouched, raised
+
+
 def _merge_cases():
     cases = []
     for seed, (B, T, D, n) in enumerate([(1, 10, 4, 3), (2, 16, 8, 9), (3, 7, 5, 0), (2, 12, 6, 24)]):
         args = _merge_inputs(seed, B, T, D, n)
-        cases.append(Case(args, merge_image_features(*args)))
+        cases.append(Case(args, _merge_probe(merge_image_features, *args)))
     return cases
-
-
-def _verify_merge(fn):
-    """The cases, then: a count mismatch must raise ValueError, and the input embeddings must stay untouched."""
-    worst = 0.0
-    for i, case in enumerate(_merge_cases()):
-        before = case.args[0].clone()
-        ok, err, msg = compare(fn(*case.args), case.expected, exact=False)
-        worst = max(worst, err)
-        if not ok:
-            return False, err, f"case {i + 1}: {msg}"
-        if not torch.equal(case.args[0], before):
-            return False, float("inf"), f"case {i + 1}: embeds_BTD was modified in place; return a new tensor"
-    embeds, ids, feats, pid = _merge_inputs(9, 2, 10, 4, 5)
-    for wrong in (feats[:4], torch.cat([feats, feats[:1]])):
-        try:
-            fn(embeds, ids, wrong, pid)
-        except ValueError:
-            continue
-        return False, float("inf"), f"5 <|patch|> tokens and {wrong.shape[0]} features did not raise ValueError"
-    return True, worst, ""
 
 
 def _canvas_cases():
@@ -88,7 +83,11 @@ register(Exercise("pixel_shuffle", 6, "pixel_shuffle", _shuffle_cases,
 register(Exercise("merge_image_features", 6, "merge_image_features", _merge_cases,
                   "mask = input_ids == image_token_id; check mask.sum() == len(features) (else ValueError); "
                   "out = embeds.clone(); out[mask] = features (or embeds.masked_scatter(mask[..., None], features))",
-                  verify=_verify_merge))
+                  probe=_merge_probe, mistakes=[
+                      Mistake("you changed embeds_BTD in place: clone it first and return the new tensor",
+                              test=lambda case, got: got[1] is False),
+                      Mistake("a different number of <|patch|> tokens and image features must raise ValueError "
+                              "(here it did not)", test=lambda case, got: not all(got[2]))]))
 register(Exercise("best_canvas", 6, "best_canvas", _canvas_cases,
                   "s = min(ch / h, cw / w) per canvas (float32); smallest s ≥ 1 if any, else the largest s; then the "
                   "least area among the canvases with exactly that s", exact=True))
