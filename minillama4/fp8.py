@@ -48,6 +48,8 @@ from .quant import QuantError, QuantizedExpertBank, QuantizedLinear, quant_error
 E4M3 = torch.float8_e4m3fn
 E5M2 = torch.float8_e5m2
 FP8_MAX = {E4M3: 448.0, E5M2: 57344.0}  # largest finite value of each format
+# past these a cast without saturation gives NaN (e4m3fn) or inf (e5m2): ±max plus half the last grid step
+OVERFLOW_AT = {E4M3: 464.0, E5M2: 61440.0}
 AMAX_FLOOR = 1e-12  # s = max(amax, AMAX_FLOOR) / FP8_MAX: an all-zero group gets a finite scale (and q = 0)
 ACT_AMAX_CAP = 1200.0  # Meta's fp8 recipe caps a token's amax: one huge value saturates instead of flushing the rest
 BLOCK = 128  # block-wise scaling: one scale per 128 × 128 block (DeepSeek-V3's weight blocks)
@@ -245,13 +247,14 @@ class Fp8ExpertBank(QuantizedExpertBank):
 @dataclass
 class Fp8Stats:
     """What the casts of FP8 training did, per operand ("x" activations, "w" weights, "grad" output gradients):
-    [values cast, values beyond ±max (saturated), nonzero values that became 0 (underflow)], summed over calls."""
+    [values cast, overflows (|x / s| past OVERFLOW_AT: saturated to ±max), underflows (nonzero values that became 0)],
+    summed over calls."""
     counts: dict = field(default_factory=lambda: {k: [0, 0, 0] for k in ("x", "w", "grad")})
 
     def add(self, kind: str, t: torch.Tensor, s: torch.Tensor, q: torch.Tensor, dtype: torch.dtype) -> None:
         c = self.counts[kind]
         c[0] += t.numel()
-        c[1] += int((t.abs() > FP8_MAX[dtype] * s).sum())
+        c[1] += int((t.abs() / s >= OVERFLOW_AT[dtype]).sum())
         c[2] += int(((q.float() == 0) & (t != 0)).sum())
 
     def fractions(self) -> dict:
