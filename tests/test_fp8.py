@@ -297,3 +297,84 @@ def test_fp8_training_swaps_the_block_linears_and_keeps_the_parameters():
     grad = torch.cat([p.grad.flatten() for _, p in ref.named_parameters()])
     assert ((grad8 - grad).norm() / grad.norm()).item() < 0.2  # measured 0.12 (a few tokens change expert)
     assert stats.counts["grad"][0] > 0 and stats.counts["w"][0] > 0
+
+
+# ------------------------------------------------------------------------------------------------ the chapter's numbers
+def test_training_in_each_precision_starts_equal_and_counts_what_the_casts_lose():
+    """A few steps of each variant of the training comparison (the real runs are the chapter's, cached): the same
+    init and batches, so the first losses agree; FP8 without scaling flushes a large share of the output gradients
+    to zero (below e5m2's smallest value, 2^-16), with scaling almost none."""
+    from dataclasses import replace
+
+    from minillama4.course.data import course_tokens
+    from minillama4.course.fp8_experiments import PRECISIONS, train_in_precision, training_setup
+
+    config, tc = training_setup("ci")
+    config = config.replace(num_hidden_layers=2)
+    tc = replace(tc, steps=3, warmup_steps=1, eval_every=3, eval_batches=1)  # ci's batches: 8 × 64 tokens
+    ids = course_tokens("val", vocab_size=config.vocab_size).ids
+    runs = {p: train_in_precision(p, config, tc, ids[:8000], ids[8000:]) for p in PRECISIONS}
+    first = {p: r["history"]["train_loss"][0] for p, r in runs.items()}
+    assert all(abs(first[p] - first["float32"]) < 0.02 for p in PRECISIONS), first
+    assert runs["float32"]["fp8_stats"] is None and runs["bf16"]["fp8_stats"] is None
+    scaled, raw = runs["fp8"]["fp8_stats"], runs["fp8 unscaled"]["fp8_stats"]
+    assert raw["grad"]["underflow"] > 0.3 > 0.001 > scaled["grad"]["underflow"]  # measured 0.45 and < 1e-5
+    assert raw["w"]["underflow"] > 0.01 > scaled["w"]["underflow"]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_in_precision("fp16", config, tc, ids, ids)
+
+
+def test_statistics_and_errors_of_each_scaling_choice():
+    from minillama4.course.fp8_experiments import SCHEMES, scaling_statistics
+
+    torch.manual_seed(0)
+    cfg = minillama4.Llama4Config.preset("toy").replace(num_hidden_layers=1)
+    model = minillama4.Llama4(cfg)
+    st = scaling_statistics(model, torch.randint(0, cfg.vocab_size, (2, 64), generator=g()))
+    E = cfg.num_local_experts
+    assert len(st["weights"]) == 4 + 2 * E + 3  # attention q, k, v, o; gate_up and down per expert; shared
+    assert [a["name"] for a in st["activations"]] == ["layers.0.attention input", "layers.0.o_proj input",
+                                                      "layers.0.moe input", "layers.0.shared down_proj input"]
+    w = next(r for r in st["weights"] if r["name"] == "layers.0.experts.0.gate_up")
+    assert w["shape"] == [2 * cfg.intermediate_size, cfg.hidden_size] and set(w["errors"]) == set(SCHEMES)
+    assert 2.7 < w["kurtosis"] < 3.3 and 3 < w["crest"] < 6  # Gaussian init
+    e = w["errors"]
+    assert 0.02 < e["e4m3 row"] < 0.03 < 0.04 < e["e5m2 row"] < 0.06 < 0.09 < e["int4 g128"] < 0.12
+    k = next(r for r in st["weights"] if r["name"] == "layers.0.self_attn.k_proj")  # [64, 128]: no 128 × 128 block
+    assert k["errors"]["e4m3 block"] is None and k["errors"]["e4m3 row"] is not None
+    assert len(st["channel_amax"]["layers.0.moe input"]) == cfg.hidden_size
+
+
+def test_one_outlier_breaks_int4_long_before_fp8():
+    from minillama4.course.fp8_experiments import outlier_sweep
+
+    x = torch.randn(256, 128, generator=g())
+    ch = outlier_sweep(x, factors=(1, 10, 1e3, 1e6), axis="column")["errors"]
+    assert ch["int4 g128"][1] > 0.3  # one channel 10× larger: int4's uniform grid loses the others
+    assert max(ch["e4m3 tensor"][:3]) < 0.03 and ch["e4m3 tensor"][3] == 1.0  # FP8 holds to 10^3, not to 10^6
+    assert max(ch["e4m3 column"]) < 0.03 and max(ch["e5m2 row"]) < 0.06  # its own scale; e5m2's wider range
+    tok = outlier_sweep(x, factors=(1, 1e6), axis="row")["errors"]
+    assert max(tok["e4m3 row"]) < 0.03 and tok["e4m3 tensor"][1] == 1.0  # a token outlier: per-token scales
+    with pytest.raises(ValueError, match="axis must be"):
+        outlier_sweep(x, axis="channel")
+
+
+def test_h100_arithmetic():
+    from minillama4.course.fp8_experiments import decode_bytes_per_token, expert_bytes, h100_arithmetic
+
+    h = h100_arithmetic()
+    assert h["fp8_over_bf16_flops"] == pytest.approx(2, rel=1e-3)
+    assert h["behemoth_mfu_fp8"] == pytest.approx(390 / 1978.9)
+    scout, mav = h["models"]["scout"], h["models"]["maverick"]
+    assert [scout[p]["gpus_80gb"] for p in ("bf16", "fp8", "int4")] == [3, 2, 1]  # Meta's README: FP8 2, int4 1
+    assert mav["fp8"]["gpus_80gb"] <= 8 < mav["bf16"]["gpus_80gb"]  # Maverick FP8 fits one 8-GPU host, bf16 not
+    assert scout["fp8"]["decode_tokens_per_s"] / scout["bf16"]["decode_tokens_per_s"] == pytest.approx(1.6, abs=0.05)
+    assert scout["prefill_tokens_per_s"]["fp8"] == pytest.approx(2 * scout["prefill_tokens_per_s"]["bf16"], rel=1e-3)
+    cfg = minillama4.Llama4Config.preset("toy")  # by hand: 4 layers, each attention + router + norms + 2 experts
+    D, F_, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    attn = 2 * D * 4 * 32 + 2 * D * 2 * 32
+    per_layer = attn + 2 * D + D * cfg.num_local_experts
+    assert decode_bytes_per_token(cfg, "fp8") == 4 * (per_layer * 2 + 2 * expert_bytes(cfg, "fp8")) + (V * D + D) * 2
+    assert expert_bytes(cfg, "fp8") == 3 * D * F_ + (2 * F_ + D) * 4
+    with pytest.raises(ValueError, match="precision must be"):
+        expert_bytes(cfg, "fp4")
