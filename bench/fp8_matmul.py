@@ -6,7 +6,7 @@ What it measures
      float32       x @ Wᵀ in float32
      bf16          x @ Wᵀ in bfloat16
      fp8 mm        `minillama4.fp8.scaled_mm` on operands already in e4m3 (row-wise scales): `torch._scaled_mm`
-                   where it runs (CPU torch ≥ 2.8: a dequantize-then-float32-matmul inside torch; CUDA ≥ sm_89: the
+                   where it runs (on CPU a dequantize-then-float32-matmul inside torch; CUDA ≥ sm_89: the
                    FP8 tensor cores), else the emulation
      fp8 linear    `Fp8Linear`: the per-token quantization of x (amax, scale, cast), then fp8 mm: what inference pays
      fp8 emulated  `scaled_mm_emulated`: dequantize both, one float32 matmul

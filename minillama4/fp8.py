@@ -149,7 +149,7 @@ def scaled_mm_emulated(a_q: torch.Tensor, s_a: torch.Tensor, b_q: torch.Tensor, 
 def scaled_mm_supported(device_type: str, a_dtype: torch.dtype, b_dtype: torch.dtype, out_dtype: torch.dtype,
                         rowwise: bool) -> bool:
     """Does this torch run `torch._scaled_mm` on this kind of device for these dtypes and scales? Tried once on a
-    16 × 32 × 16 problem: CPU (torch ≥ 2.8 or so) and CUDA from compute capability 8.9 (Ada, Hopper) have kernels."""
+    16 × 32 × 16 problem (recent torch has it on CPU, and on CUDA from compute capability 8.9: Ada, Hopper)."""
     if not hasattr(torch, "_scaled_mm") or device_type not in ("cpu", "cuda"):
         return False
     if device_type == "cuda" and not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)):

@@ -26,7 +26,8 @@ Two storage layouts, one meaning:
             per shape (`kernel_permutation`) and check it, rather than assume it.
 
 An `Int4ExpertBank` keeps one pair of quantized matrices per expert; for a decode step it runs only the experts
-that received tokens, so it reads only the selected experts' weights.
+that received tokens, so it reads only the selected experts' weights. The bank (`QuantizedExpertBank`) and the
+streaming loader work with any `QuantizedLinear`: FP8 (`fp8.py`) uses them too.
 """
 
 from __future__ import annotations
