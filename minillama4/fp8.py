@@ -227,6 +227,9 @@ class Fp8Linear(QuantizedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.qweight.numel():
             raise RuntimeError("Fp8Linear has no weight yet (call set_weight)")
+        if self.qweight.dtype != E4M3:  # model.to(dtype) converts every float tensor, FP8 ones included
+            raise RuntimeError(f"Fp8Linear's weight was converted to {self.qweight.dtype}; choose the other weights' "
+                               "dtype when loading: from_pretrained(..., dtype=..., quantize='fp8')")
         x_MK = x.reshape(-1, self.in_features)
         xq_MK, sx_M1 = quantize(x_MK, E4M3, "row", amax_cap=ACT_AMAX_CAP)  # dynamic: this call's tokens
         y_MN = scaled_mm(xq_MK, sx_M1, self.qweight, self.scales, out_dtype=x.dtype)

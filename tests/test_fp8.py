@@ -154,6 +154,8 @@ def test_fp8_linear_quantizes_weights_per_row_and_activations_per_token():
         m.set_weight(torch.randn(96, 32))
     with pytest.raises(RuntimeError, match="no weight yet"):
         Fp8Linear(64, 96)(x)
+    with pytest.raises(RuntimeError, match="converted to torch.bfloat16"):
+        m.bfloat16()(x.bfloat16())  # .to(dtype) casts FP8 buffers too
 
 
 @pytest.fixture(scope="module")
