@@ -30,13 +30,14 @@ from ..train import TrainConfig, evaluate, seed_everything, train
 from .data import cache_dir, course_tokens
 from .profile import by_profile, current_profile
 
-EXPERIMENTS_CODE_VERSION = 1  # bump when this file changes in a way that changes cached results
+TRAINING_CODE_VERSION = 1  # bump when a change here changes the results of training_comparison
+QUALITY_CODE_VERSION = 2  # ... of quality_comparison
 
 
-def _cached(name: str, payload: dict, compute) -> dict:
-    """compute() once per payload (a JSON-able dict of everything the result depends on), then read from disk."""
-    key = hashlib.sha256(json.dumps({**payload, "code": EXPERIMENTS_CODE_VERSION}, sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
+def _cached(name: str, payload: dict, version: int, compute) -> dict:
+    """compute() once per payload (a JSON-able dict of everything the result depends on) and code version, then
+    read from disk."""
+    key = hashlib.sha256(json.dumps({**payload, "code": version}, sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = cache_dir() / "fp8" / f"{name}-{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
@@ -109,7 +110,7 @@ def training_comparison(profile: str | None = None, progress: bool = True) -> di
 
     data = hashlib.sha256(train_data.ids.numpy().tobytes()).hexdigest()[:12]
     return _cached(f"training-{p}", {"config": asdict(config), "train": asdict(tc), "variants": PRECISIONS,
-                                     "data": data}, compute)
+                                     "data": data}, TRAINING_CODE_VERSION, compute)
 
 
 def final_gaps(run: dict, last: int = 2) -> dict:
@@ -133,11 +134,27 @@ def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+@torch.no_grad()
+def logit_agreement(ref: Llama4, model: Llama4, windows: list[torch.Tensor]) -> dict:
+    """How far model's next-token predictions are from ref's on token windows [B, T]: relative RMS error of the
+    logits, the share of positions with the same most likely token, and the mean KL(ref ‖ model) in nats."""
+    err = norm = kl = same = n = 0.0
+    for x in windows:
+        a, b = ref(x).float(), model(x).float()
+        err, norm = err + (b - a).square().sum().item(), norm + a.square().sum().item()
+        kl += torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True,
+                                         reduction="sum").item()
+        same += (a.argmax(-1) == b.argmax(-1)).sum().item()
+        n += x.numel()
+    return {"logit_rel_rms": math.sqrt(err / norm), "top1_agreement": same / n, "kl": kl / n}
+
+
 def quality_comparison(profile: str | None = None, progress: bool = True) -> dict:
     """The chat model of chapter 10 (pretrained → SFT → RL → DPO) with float32, FP8 (e4m3, row-wise) or int4 (g=128)
-    experts on the held-out questions (accuracy, format rate), and the pretrained mini-Scout's validation perplexity
-    with the same three kinds of experts, plus the weight bytes of each. Cached. → {"variants": {name: {...}}}."""
-    from ..train import posttrain, rollout
+    experts on the held-out questions: accuracy, format rate, and the share of greedy replies identical to float32's;
+    and the pretrained mini-Scout with the same three kinds of experts on the validation text: loss, perplexity and
+    `logit_agreement` with float32; plus the chat model's weight bytes. Cached. → {"variants": {name: {...}}}."""
+    from ..train import get_batch, posttrain, rollout
     from . import zoo
     from .data import course_tokenizer
     from .tasks import eval_set
@@ -151,20 +168,27 @@ def quality_comparison(profile: str | None = None, progress: bool = True) -> dic
     def compute():
         tok, tasks = course_tokenizer(), eval_set(r.eval_per_level)
         val = course_tokens("val", vocab_size=base.config.vocab_size).ids
+        g = torch.Generator().manual_seed(10_000 + tc.seed)  # the windows `evaluate` uses
+        windows = [get_batch(val, tc.batch_size, tc.seq_len, g)[0] for _ in range(tc.eval_batches)]
+        replies = {}
         out = {"profile": p, "questions": len(tasks), "variants": {}}
         for name, quantize in (("float32", None), ("fp8", "fp8"), ("int4", "int4")):
             m, b = _quantized(chat, quantize), _quantized(base, quantize)
             t0 = time.process_time()
             metrics = rollout.evaluate(m, tok, tasks)
+            replies[name] = [rs[0].reply for rs in rollout.rollouts(m, tok, tasks)]
             val_loss, _ = evaluate(b, val, tc)
-            out["variants"][name] = {"accuracy": metrics["accuracy"], "format_rate": metrics["format_rate"],
-                                     "accuracy_by_level": metrics["accuracy_by_level"], "val_loss": val_loss,
-                                     "val_perplexity": math.exp(val_loss), "weight_bytes": weight_bytes(m),
-                                     "cpu_seconds": time.process_time() - t0}
+            out["variants"][name] = {
+                "accuracy": metrics["accuracy"], "format_rate": metrics["format_rate"],
+                "accuracy_by_level": metrics["accuracy_by_level"],
+                "same_replies": sum(a == c for a, c in zip(replies[name], replies["float32"])) / len(tasks),
+                "val_loss": val_loss, "val_perplexity": math.exp(val_loss), **logit_agreement(base, b, windows),
+                "weight_bytes": weight_bytes(m), "cpu_seconds": time.process_time() - t0}
         return out
 
     return _cached(f"quality-{p}", {"chat": _fingerprint(chat_rec["metrics"]), "base": _fingerprint(base_hist.to_dict()),
-                                    "eval_per_level": r.eval_per_level, "val": asdict(tc)}, compute)
+                                    "eval_per_level": r.eval_per_level, "val": asdict(tc)}, QUALITY_CODE_VERSION,
+                   compute)
 
 
 # --------------------------------------------------------------------------------------------- statistics
