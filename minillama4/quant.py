@@ -377,14 +377,12 @@ def quantized_moe_parts(quantize: str, num_experts: int, dim: int, hidden: int, 
     """The empty quantized modules of one MoE layer, (routed expert bank, shared expert), in scheme `quantize`:
     "int4" (group-wise, weight-only; group_size and layout apply) or "fp8" (fp8.py: e4m3 weights with one scale per
     output row, activations quantized per token as they arrive)."""
+    check_scheme(quantize)
     if quantize == "int4":
         return Int4ExpertBank(num_experts, dim, hidden, group_size, layout), int4_swiglu(dim, hidden, group_size, layout)
-    if quantize == "fp8":
-        from .fp8 import Fp8ExpertBank, Fp8Linear  # fp8.py builds on this file (QuantizedLinear, the expert bank)
+    from .fp8 import Fp8ExpertBank, Fp8Linear  # fp8.py builds on this file (QuantizedLinear, the expert bank)
 
-        return Fp8ExpertBank(num_experts, dim, hidden), quantized_swiglu(dim, hidden, Fp8Linear)
-    check_scheme(quantize)
-    raise AssertionError(f"no modules for scheme {quantize!r}")
+    return Fp8ExpertBank(num_experts, dim, hidden), quantized_swiglu(dim, hidden, Fp8Linear)
 
 
 def quantize_model(model: nn.Module, group_size: int = GROUP_SIZE, layout: str = "auto",
