@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from .config import Llama4Config
 from .model import Llama4
-from .quant import GROUP_SIZE, Int4ExpertBank, Int4Linear, int4_swiglu
+from .quant import QUANTIZE_SCHEMES, QuantizedExpertBank, QuantizedLinear, quantized_moe_parts
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -114,10 +114,10 @@ def _our_name(hf_name: str, vision: bool) -> str | None:
 def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
                     quantize: str | None = None, progress: bool | None = None) -> Llama4:
     """Build a Llama4 from a Hugging Face checkpoint directory. dtype None keeps the stored dtype.
-    quantize="int4": stream the shards, quantizing the routed and shared experts on `device` as they arrive
-    (see `_load_int4`). progress: a progress bar over shards and GB (None: only on a terminal)."""
-    if quantize not in (None, "int4"):
-        raise ValueError(f"quantize={quantize!r} is not supported; choose None or 'int4'")
+    quantize="int4" or "fp8": stream the shards, quantizing the routed and shared experts on `device` as they arrive
+    (see `_load_quantized`). progress: a progress bar over shards and GB (None: only on a terminal)."""
+    if quantize not in (None, *QUANTIZE_SCHEMES):
+        raise ValueError(f"quantize={quantize!r} is not supported; choose None, 'int4' or 'fp8'")
     path = Path(path)
     files = checkpoint_files(path)
     config = load_config(path)
@@ -141,8 +141,8 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(f"{path}: missing tensor(s): {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    if quantize == "int4":
-        return _load_int4(model, files, found, dtype, device, progress)
+    if quantize is not None:
+        return _load_quantized(model, files, found, dtype, device, progress, quantize)
 
     by_file: dict[Path, list[str]] = {}
     for ours, hf_name in found.items():
@@ -162,38 +162,38 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     return model.eval()
 
 
-def _load_int4(model: Llama4, files: dict[str, Path], found: dict[str, str], dtype, device, progress,
-               group_size: int = GROUP_SIZE) -> Llama4:
-    """The streaming int4 loader. The MoE layers' experts and shared experts are swapped for empty int4 modules;
-    then the shards are read one at a time (memory-mapped), and each tensor is moved to `device` and either placed
-    (attention, norms, router, embeddings, lm_head: in `dtype`) or quantized there and dropped; expert tensors are
-    read, moved and quantized one expert at a time. So the memory in use is the quantized model so far plus the
-    mapped shard and one tensor (or one expert) in full precision, never the bf16 model."""
+def _load_quantized(model: Llama4, files: dict[str, Path], found: dict[str, str], dtype, device, progress,
+                    quantize: str) -> Llama4:
+    """The streaming loader of quantized models ("int4", "fp8"). The MoE layers' experts and shared experts are swapped
+    for empty quantized modules; then the shards are read one at a time (memory-mapped), and each tensor is moved to
+    `device` and either placed (attention, norms, router, embeddings, lm_head: in `dtype`) or quantized there and
+    dropped; expert tensors are read, moved and quantized one expert at a time. So the memory in use is the quantized
+    model so far plus the mapped shard and one tensor (or one expert) in full precision, never the bf16 model."""
     config, device = model.config, torch.device(device)
-    for layer in model.layers:  # meta → empty int4 modules (the buffers arrive with the shards)
+    for layer in model.layers:  # meta → empty quantized modules (the buffers arrive with the shards)
         if layer.is_moe:
             moe = layer.feed_forward
-            moe.experts = Int4ExpertBank(config.num_local_experts, config.hidden_size, config.intermediate_size, group_size)
-            moe.shared_expert = int4_swiglu(config.hidden_size, config.intermediate_size, group_size)
+            moe.experts, moe.shared_expert = quantized_moe_parts(quantize, config.num_local_experts, config.hidden_size,
+                                                                 config.intermediate_size)
     by_file: dict[Path, list[str]] = {}
     for ours, hf_name in found.items():
         by_file.setdefault(files[hf_name], []).append(ours)
     total = sum(f.stat().st_size for f in by_file)
     report = []
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=None if progress is None else not progress,
-               desc=f"int4 load: shard 0/{len(by_file)}")
+               desc=f"{quantize} load: shard 0/{len(by_file)}")
     for i, (file, names) in enumerate(sorted(by_file.items()), 1):
-        bar.set_description(f"int4 load: shard {i}/{len(by_file)}")
+        bar.set_description(f"{quantize} load: shard {i}/{len(by_file)}")
         with _open(file) as f:
             for ours in names:
                 module_name, _, leaf = ours.rpartition(".")
                 module = model.get_submodule(module_name)
-                if isinstance(module, Int4ExpertBank):
+                if isinstance(module, QuantizedExpertBank):
                     want = (module.num_experts, module.dim, 2 * module.hidden) if leaf == "gate_up_proj" else \
                         (module.num_experts, module.hidden, module.dim)
                     t = _ExpertSlices(f, file, found[ours], want, device)  # read one expert at a time
                     report += (module.load_gate_up if leaf == "gate_up_proj" else module.load_down)(t, found[ours])
-                elif isinstance(module, Int4Linear):
+                elif isinstance(module, QuantizedLinear):
                     t = _read_tensor(f, file, found[ours], (module.out_features, module.in_features)).to(device)
                     report.append(module.set_weight(t, found[ours]))
                 else:
@@ -211,7 +211,7 @@ def _load_int4(model: Llama4, files: dict[str, Path], found: dict[str, str], dty
     model.reset_buffers()
     left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if left:
-        raise CheckpointError(f"int4 load left tensors unfilled (a bug): {', '.join(left[:5])}")
+        raise CheckpointError(f"{quantize} load left tensors unfilled (a bug): {', '.join(left[:5])}")
     model.quant_report = report
     return model.eval()
 

@@ -26,7 +26,8 @@ Two storage layouts, one meaning:
             per shape (`kernel_permutation`) and check it, rather than assume it.
 
 An `Int4ExpertBank` keeps one pair of quantized matrices per expert; for a decode step it runs only the experts
-that received tokens, so it reads only the selected experts' weights.
+that received tokens, so it reads only the selected experts' weights. The bank (`QuantizedExpertBank`) and the
+streaming loader work with any `QuantizedLinear`: FP8 (`fp8.py`) uses them too.
 """
 
 from __future__ import annotations
@@ -186,6 +187,18 @@ def kernel_permutation(n: int, k: int, device: torch.device) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- modules
+class QuantizedLinear(nn.Module):
+    """What every quantized linear of the package offers (int4 here, FP8 in fp8.py): y = x Ŵᵀ for a bias-free W [N, K]
+    kept as two buffers, `qweight` (the low-precision values) and `scales`; built empty, filled by
+    `set_weight(W, name) → QuantError`; `dequantize(dtype) → Ŵ [N, K]`."""
+
+    in_features: int
+    out_features: int
+
+    def nbytes(self) -> int:
+        return self.qweight.numel() * self.qweight.element_size() + self.scales.numel() * self.scales.element_size()
+
+
 def resolve_layout(layout: str, n: int, k: int, group_size: int, device: torch.device | str) -> str:
     """'auto' → 'kernel' on CUDA where torch's kernel takes this shape, else 'plain' (the CPU reference)."""
     if layout not in ("auto", "plain", "kernel"):
@@ -197,7 +210,7 @@ def resolve_layout(layout: str, n: int, k: int, group_size: int, device: torch.d
     return "kernel" if ok else "plain"
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(QuantizedLinear):
     """y = x Ŵᵀ for a weight W [N, K] stored in int4 (drop-in for a bias-free nn.Linear). Built empty; `set_weight`
     quantizes a float weight on its device (layout 'auto' is resolved then)."""
 
@@ -236,9 +249,6 @@ class Int4Linear(nn.Module):
         self.last_error = quant_error(name, w_NK, dequantize_int4(q_NK, s_NG), self.nbytes())
         return self.last_error
 
-    def nbytes(self) -> int:
-        return self.qweight.numel() * self.qweight.element_size() + self.scales.numel() * self.scales.element_size()
-
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Ŵ [N, K]."""
         N, K = self.out_features, self.in_features
@@ -270,16 +280,17 @@ def _kernel_mm(x_MK: torch.Tensor, packed, group_size: int, scale_zeros) -> torc
     return torch.ops.aten._weight_int4pack_mm_for_cpu(x_MK.contiguous(), packed, group_size, scale_zeros.to(x_MK.dtype))
 
 
-class Int4ExpertBank(nn.Module):
-    """E SwiGLU experts with int4 weights. Expert e: gate_up[e] = W_gate|W_up as [2F, D], down[e] = W_down as [D, F]
-    (the checkpoint's [D, 2F] and [F, D], transposed to the [out, in] layout the quantizer groups along).
+class QuantizedExpertBank(nn.Module):
+    """E SwiGLU experts whose matrices are quantized linears, built empty by `make_linear(in_features, out_features)`
+    (Int4Linear here, Fp8Linear in fp8.py). Expert e: gate_up[e] = W_gate|W_up as [2F, D], down[e] = W_down as [D, F]
+    (the checkpoint's [D, 2F] and [F, D], transposed to the [out, in] layout the quantizers work along).
     Same interface as `ExpertBank.forward_sorted`: only experts that received rows are run (and read)."""
 
-    def __init__(self, num_experts: int, dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto"):
+    def __init__(self, num_experts: int, dim: int, hidden: int, make_linear):
         super().__init__()
         self.num_experts, self.dim, self.hidden = num_experts, dim, hidden
-        self.gate_up = nn.ModuleList(Int4Linear(dim, 2 * hidden, group_size, layout) for _ in range(num_experts))
-        self.down = nn.ModuleList(Int4Linear(hidden, dim, group_size, layout) for _ in range(num_experts))
+        self.gate_up = nn.ModuleList(make_linear(dim, 2 * hidden) for _ in range(num_experts))
+        self.down = nn.ModuleList(make_linear(hidden, dim) for _ in range(num_experts))
 
     def load_gate_up(self, gate_up_EDH: torch.Tensor, name: str = "gate_up_proj") -> list[QuantError]:
         """Quantize the checkpoint's gate_up_proj [E, D, 2F], one expert at a time (float temporaries stay one
@@ -331,31 +342,66 @@ class Int4ExpertBank(nn.Module):
                 torch.stack([m.dequantize(dtype).t() for m in self.down]))
 
 
-def int4_swiglu(dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto") -> SwiGLU:
-    """A SwiGLU whose three projections are (empty) Int4Linear: the shared expert of an int4 MoE layer."""
+class Int4ExpertBank(QuantizedExpertBank):
+    """E SwiGLU experts with int4 weights (group-wise, `group_size` inputs per scale)."""
+
+    def __init__(self, num_experts: int, dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto"):
+        super().__init__(num_experts, dim, hidden, lambda k, n: Int4Linear(k, n, group_size, layout))
+
+
+def quantized_swiglu(dim: int, hidden: int, make_linear) -> SwiGLU:
+    """A SwiGLU whose three projections are empty quantized linears: the shared expert of a quantized MoE layer."""
     with torch.device("meta"):  # its nn.Linear weights are replaced right away: allocate nothing for them
         ffn = SwiGLU(dim, hidden)
-    ffn.gate_proj = Int4Linear(dim, hidden, group_size, layout)  # W_gate [F, D]
-    ffn.up_proj = Int4Linear(dim, hidden, group_size, layout)  # W_up   [F, D]
-    ffn.down_proj = Int4Linear(hidden, dim, group_size, layout)  # W_down [D, F]
+    ffn.gate_proj = make_linear(dim, hidden)  # W_gate [F, D]
+    ffn.up_proj = make_linear(dim, hidden)  # W_up   [F, D]
+    ffn.down_proj = make_linear(hidden, dim)  # W_down [D, F]
     return ffn
 
 
-def quantize_model(model: nn.Module, group_size: int = GROUP_SIZE, layout: str = "auto") -> list[QuantError]:
-    """Meta's int4_mixed recipe, in place: the routed and shared experts of every MoE layer become int4; everything
-    else keeps its dtype. Returns one QuantError per quantized matrix (also kept as model.quant_report)."""
+def int4_swiglu(dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto") -> SwiGLU:
+    """A SwiGLU whose three projections are (empty) Int4Linear."""
+    return quantized_swiglu(dim, hidden, lambda k, n: Int4Linear(k, n, group_size, layout))
+
+
+QUANTIZE_SCHEMES = ("int4", "fp8")  # the names from_pretrained(..., quantize=) and quantize_model take
+
+
+def check_scheme(quantize) -> None:
+    if quantize not in QUANTIZE_SCHEMES:
+        raise ValueError(f"quantize={quantize!r} is not supported; choose one of {', '.join(map(repr, QUANTIZE_SCHEMES))}")
+
+
+def quantized_moe_parts(quantize: str, num_experts: int, dim: int, hidden: int, group_size: int = GROUP_SIZE,
+                        layout: str = "auto") -> tuple[QuantizedExpertBank, SwiGLU]:
+    """The empty quantized modules of one MoE layer, (routed expert bank, shared expert), in scheme `quantize`:
+    "int4" (group-wise, weight-only; group_size and layout apply) or "fp8" (fp8.py: e4m3 weights with one scale per
+    output row, activations quantized per token as they arrive)."""
+    check_scheme(quantize)
+    if quantize == "int4":
+        return Int4ExpertBank(num_experts, dim, hidden, group_size, layout), int4_swiglu(dim, hidden, group_size, layout)
+    from .fp8 import Fp8ExpertBank, Fp8Linear  # fp8.py builds on this file (QuantizedLinear, the expert bank)
+
+    return Fp8ExpertBank(num_experts, dim, hidden), quantized_swiglu(dim, hidden, Fp8Linear)
+
+
+def quantize_model(model: nn.Module, group_size: int = GROUP_SIZE, layout: str = "auto",
+                   quantize: str = "int4") -> list[QuantError]:
+    """In place: the routed and shared experts of every MoE layer become `quantize` ("int4": Meta's int4_mixed
+    recipe; "fp8": e4m3 with row-wise scales); everything else keeps its dtype. group_size and layout apply to int4.
+    Returns one QuantError per quantized matrix (also kept as model.quant_report)."""
+    check_scheme(quantize)
     errors = []
     for i, layer in enumerate(model.layers):
         if not layer.is_moe:
             continue
         moe, name = layer.feed_forward, f"layers.{i}.feed_forward"
-        if isinstance(moe.experts, Int4ExpertBank):
+        if isinstance(moe.experts, QuantizedExpertBank):
             raise ValueError(f"{name} is already quantized")
         old, shared = moe.experts, moe.shared_expert
-        bank = Int4ExpertBank(old.num_experts, old.dim, old.hidden, group_size, layout)
+        bank, new_shared = quantized_moe_parts(quantize, old.num_experts, old.dim, old.hidden, group_size, layout)
         errors += bank.load_gate_up(old.gate_up_proj.detach(), f"{name}.experts.gate_up_proj")
         errors += bank.load_down(old.down_proj.detach(), f"{name}.experts.down_proj")
-        new_shared = int4_swiglu(old.dim, old.hidden, group_size, layout)
         for proj in ("gate_proj", "up_proj", "down_proj"):
             errors.append(getattr(new_shared, proj).set_weight(getattr(shared, proj).weight.detach(),
                                                                f"{name}.shared_expert.{proj}.weight"))

@@ -24,3 +24,18 @@ def test_moe_floor_bound_runs_and_its_kernels_agree(tmp_path):
             assert set(parts) == {"floor", "shared", "routed", "moe"} and all(t > 0 for t in parts.values())
     assert "default MoE vs default floor" in data["bounds"]
     assert "lowest MoE / floor" in r.stdout
+
+
+def test_fp8_matmul_bench_runs_and_its_paths_agree(tmp_path):
+    out = tmp_path / "fp8.json"
+    # the script checks FP8 against float32 and, on CPU, torch._scaled_mm against the emulation before timing
+    r = subprocess.run([sys.executable, "bench/fp8_matmul.py", "--dim", "128", "--hidden", "128", "--tokens", "1", "8",
+                        "--experts", "4", "--bank-tokens", "32", "--rounds", "1", "--warmup", "0", "--reps", "1",
+                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert set(data["ms"]["projection"]) == {"1", "8"} and data["scaled_mm"] is True
+    for ms in data["ms"]["projection"].values():
+        assert set(ms) == {"float32", "bf16", "fp8 mm", "fp8 linear", "fp8 emulated"} and all(t > 0 for t in ms.values())
+    assert set(data["ms"]["bank"]) == {"float32", "bf16", "fp8 linear"}
+    assert "fp8 mm/bf16" in r.stdout and "expert bank" in r.stdout

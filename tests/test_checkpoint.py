@@ -105,7 +105,7 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_unknown_quantize_is_refused(scout_ckpt):  # int4 itself: tests/test_quant.py, tests/test_streaming.py
-    with pytest.raises(ValueError, match="quantize='nf4' is not supported; choose None or 'int4'"):
+    with pytest.raises(ValueError, match="quantize='nf4' is not supported; choose None, 'int4' or 'fp8'"):
         minillama4.from_pretrained(scout_ckpt, quantize="nf4")
 
 

@@ -98,7 +98,7 @@ def test_int4_loader_errors_are_clear(tmp_path):
     expert_shard.unlink()
     with pytest.raises(CheckpointError, match=f"missing: {expert_shard.name}"):
         minillama4.from_pretrained(path, quantize="int4")
-    with pytest.raises(ValueError, match="quantize='int8' is not supported; choose None or 'int4'"):
+    with pytest.raises(ValueError, match="quantize='int8' is not supported; choose None, 'int4' or 'fp8'"):
         minillama4.from_pretrained(path, quantize="int8")
 
 
