@@ -151,8 +151,6 @@ def _bytes_cases():
     return cases
 
 
-
-
 # ------------------------------------------------------------------------------------------------ mistakes
 # Each wrong version below is what a learner commonly writes; the grader recognises it from the learner's output
 # and says so. tests/mistakes/wrong_ch05.py holds independently written wrong learner files for each of them.
