@@ -237,6 +237,10 @@ def compare_outputs(got, expected, exact: bool) -> tuple[bool, float, str]:
                 return False, math.inf, f"{what}returned {_typename(a)}, expected a tensor"
             if a.shape != b.shape:
                 return False, math.inf, f"{what}shape {tuple(a.shape)}, expected {tuple(b.shape)}"
+            if b.is_complex():  # compared as (real, imaginary) pairs, within the float tolerance
+                if not a.is_complex():
+                    return False, math.inf, f"{what}dtype {a.dtype}, expected a complex tensor ({b.dtype})"
+                a, b = torch.view_as_real(a.resolve_conj()), torch.view_as_real(b.resolve_conj())
             if (b.dtype == torch.bool) != (a.dtype == torch.bool) or \
                     (b.is_floating_point() and a.is_floating_point() and a.dtype != b.dtype):
                 return False, math.inf, f"{what}dtype {a.dtype}, expected {b.dtype}"
