@@ -62,11 +62,13 @@ class KVCache:
             raise ValueError(f"KV cache of {max_len} tokens exceeds max_position_embeddings={config.max_position_embeddings}")
         self.max_len, self.pos = max_len, 0
         C = config.attention_chunk_size
-        slots = [min(C, max_len) if config.is_chunked(i) else max_len for i in range(config.num_hidden_layers)]
-        per_slot = 2 * batch_size * config.num_key_value_heads * config.head_dim * dtype.itemsize  # K and V
-        ensure_fits(sum(slots) * per_slot, device, f"a KV cache of {batch_size} × {max_len} tokens")
-        self.layers = [LayerKV(batch_size, config.num_key_value_heads, n, config.head_dim,
-                               C if config.is_chunked(i) else None, dtype, device) for i, n in enumerate(slots)]
+        ensure_fits(kv_cache_bytes(config, max_len, batch_size, dtype.itemsize), device,
+                    f"a KV cache of {batch_size} × {max_len} tokens")
+        self.layers = [
+            LayerKV(batch_size, config.num_key_value_heads, min(C, max_len) if config.is_chunked(i) else max_len,
+                    config.head_dim, C if config.is_chunked(i) else None, dtype, device)
+            for i in range(config.num_hidden_layers)
+        ]
 
     def check(self, num_new: int) -> None:
         if self.pos + num_new > self.max_len:

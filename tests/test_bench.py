@@ -24,3 +24,11 @@ def test_moe_floor_bound_runs_and_its_kernels_agree(tmp_path):
             assert set(parts) == {"floor", "shared", "routed", "moe"} and all(t > 0 for t in parts.values())
     assert "default MoE vs default floor" in data["bounds"]
     assert "lowest MoE / floor" in r.stdout
+
+
+def test_load_checks_runs():
+    r = subprocess.run([sys.executable, "bench/load_checks.py", "--width", "64", "--rounds", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if "checked / unchecked" in line]
+    assert [line.split(" unchecked ")[0].strip() for line in rows] == ["float32", "bfloat16", "bfloat16 as float32"]
