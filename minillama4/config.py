@@ -97,7 +97,7 @@ class Llama4Config:
         self.use_qk_norm = _flag("use_qk_norm", self.use_qk_norm)
         if self.rope_scaling is not None:
             if not isinstance(self.rope_scaling, dict):
-                raise ValueError(f"invalid Llama4Config: rope_scaling must be a dict or None, got {self.rope_scaling!r}")
+                _bad(f"rope_scaling must be a dict or None, got {self.rope_scaling!r}")
             self.rope_scaling = dict(self.rope_scaling)
         if isinstance(self.vision_config, dict):  # from dataclasses.asdict / replace
             self.vision_config = VisionConfig(**self.vision_config)
@@ -129,48 +129,47 @@ class Llama4Config:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that makes the model impossible to build."""
-        bad = _bad
         self._check_scalars()
         if self.num_attention_heads % self.num_key_value_heads:
-            bad(f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads={self.num_attention_heads}")
+            _bad(f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads={self.num_attention_heads}")
         if self.head_dim % 2:
-            bad(f"head_dim={self.head_dim} must be even (RoPE rotates pairs of dimensions)")
+            _bad(f"head_dim={self.head_dim} must be even (RoPE rotates pairs of dimensions)")
         if self.hidden_size % self.num_attention_heads:
-            bad(f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
+            _bad(f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
         if self.num_experts_per_tok > self.num_local_experts:
-            bad(f"num_experts_per_tok={self.num_experts_per_tok} > num_local_experts={self.num_local_experts}")
+            _bad(f"num_experts_per_tok={self.num_experts_per_tok} > num_local_experts={self.num_local_experts}")
         L = self.num_hidden_layers
         if len(self.no_rope_layers) < L or any(b not in (0, 1) for b in self.no_rope_layers):
-            bad(f"no_rope_layers must hold one 0/1 flag per layer ({L} layers), got {self.no_rope_layers!r}")
+            _bad(f"no_rope_layers must hold one 0/1 flag per layer ({L} layers), got {self.no_rope_layers!r}")
         if any(not 0 <= i < L for i in self.moe_layers) or len(set(self.moe_layers)) != len(self.moe_layers):
-            bad(f"moe_layers must be distinct layer indices in [0, {L}), got {self.moe_layers!r}")
+            _bad(f"moe_layers must be distinct layer indices in [0, {L}), got {self.moe_layers!r}")
         if len(self.moe_layers) < L and (not isinstance(self.intermediate_size_mlp, int) or self.intermediate_size_mlp <= 0):
-            bad(f"dense layers need a positive intermediate_size_mlp, got {self.intermediate_size_mlp!r}")
+            _bad(f"dense layers need a positive intermediate_size_mlp, got {self.intermediate_size_mlp!r}")
         if self.attention_chunk_size is not None and (not isinstance(self.attention_chunk_size, int) or self.attention_chunk_size <= 0):
-            bad(f"attention_chunk_size must be a positive int or None, got {self.attention_chunk_size!r}")
+            _bad(f"attention_chunk_size must be a positive int or None, got {self.attention_chunk_size!r}")
         if self.attn_temperature_tuning and self.attn_scale < 0:
-            bad(f"attn_scale must be >= 0, got {self.attn_scale}")
+            _bad(f"attn_scale must be >= 0, got {self.attn_scale}")
         if self.rope_theta <= 0:
-            bad(f"rope_theta must be > 0, got {self.rope_theta}")
+            _bad(f"rope_theta must be > 0, got {self.rope_theta}")
         if self.rms_norm_eps <= 0:
-            bad(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+            _bad(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
         rs = self.rope_scaling
         if rs is not None:
             kind = rs.get("rope_type", rs.get("type", "llama3"))
             if kind != "llama3":
-                bad(f"rope_scaling type {kind!r} is not supported (Llama 4 uses 'llama3' or none)")
+                _bad(f"rope_scaling type {kind!r} is not supported (Llama 4 uses 'llama3' or none)")
             missing = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} - rs.keys()
             if missing:
-                bad(f"llama3 rope_scaling lacks {sorted(missing)}")
+                _bad(f"llama3 rope_scaling lacks {sorted(missing)}")
             for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
                 if not _is_number(rs[k]):
-                    bad(f"rope_scaling {k} must be a finite number, got {rs[k]!r}")
+                    _bad(f"rope_scaling {k} must be a finite number, got {rs[k]!r}")
             if rs["factor"] < 1 or rs["low_freq_factor"] <= 0 or rs["high_freq_factor"] < rs["low_freq_factor"]:
-                bad(f"llama3 rope_scaling needs factor >= 1 and 0 < low_freq_factor <= high_freq_factor, got {rs}")
+                _bad(f"llama3 rope_scaling needs factor >= 1 and 0 < low_freq_factor <= high_freq_factor, got {rs}")
         if self.vision_config is not None and not isinstance(self.vision_config, VisionConfig):
-            bad(f"vision_config must be a VisionConfig or None, got {type(self.vision_config).__name__}")
+            _bad(f"vision_config must be a VisionConfig or None, got {type(self.vision_config).__name__}")
         if not isinstance(self.image_token_id, int) or self.image_token_id < 0:
-            bad(f"image_token_id must be a token id >= 0, got {self.image_token_id!r}")
+            _bad(f"image_token_id must be a token id >= 0, got {self.image_token_id!r}")
 
     # ----------------------------------------------------------------------------------------------- derived
     def is_moe_layer(self, i: int) -> bool:

@@ -216,7 +216,8 @@ class Llama4(nn.Module):
                 raise ValueError(f"KV cache full: cache_len={cache_len!r} cannot hold the prompt's {T} tokens and "
                                  f"{max_new_tokens} new ones")
             cache = self.new_cache(B, cache_len or total)  # refuses a cache larger than the device's memory
-        eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []), device=input_ids.device)
+        eos = torch.tensor([int(eos_token_id)] if isinstance(eos_token_id, numbers.Integral) else
+                           [int(i) for i in eos_token_id or []], dtype=torch.long, device=input_ids.device)
         ids, done = input_ids, torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         step_input = input_ids
         for step in range(max_new_tokens):
