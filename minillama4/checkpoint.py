@@ -418,18 +418,25 @@ def _replace_folder(new: Path, path: Path) -> None:
     """Put the finished checkpoint folder `new` at `path` with two renames (old aside, new in), then move the old
     folder's other files (`is_checkpoint_file` false) into the new one and delete the old checkpoint files.
     If the process dies between the renames, the old checkpoint is complete in `.<name>.old-…` beside `path`;
-    a file that cannot be moved back is reported and left there, never deleted."""
+    a file that cannot be moved back is reported and left there, never deleted. A folder that cannot be renamed
+    (a mount point) is updated file by file instead (`_replace_files`)."""
     if not path.exists():
         new.rename(path)
         return
     shutil.copymode(path, new)
     old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    path.rename(old)
+    try:
+        path.rename(old)
+    except OSError:
+        _replace_files(new, path)
+        return
     try:
         new.rename(path)
     except BaseException:
         old.rename(path)
         raise
+    if Path.cwd().resolve() == old.resolve():  # the process worked in the folder: follow it to the new one
+        os.chdir(path)
     for entry in old.iterdir():
         if not is_checkpoint_file(entry.name):
             try:
@@ -438,3 +445,16 @@ def _replace_folder(new: Path, path: Path) -> None:
                 raise OSError(f"saved the checkpoint to {path}, but could not move {entry.name} back into it "
                               f"({e}); it is in {old}") from None
     shutil.rmtree(old)
+
+
+def _replace_files(new: Path, path: Path) -> None:
+    """The fallback: move the new checkpoint's files into `path` (weights first, config.json last), then delete the
+    earlier save's checkpoint files that the new one did not write. Each file is replaced whole, but a crash during
+    these moves can leave a mix of the two saves (the swap of whole folders cannot)."""
+    names = sorted((f.name for f in new.iterdir()), key=lambda n: (n == INDEX_FILE, n == "config.json"))
+    for name in names:
+        shutil.move(new / name, path / name)
+    for entry in path.iterdir():
+        if is_checkpoint_file(entry.name) and entry.name not in names:
+            entry.unlink()
+    new.rmdir()

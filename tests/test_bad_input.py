@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
+import os
 import re
 import shutil
 import subprocess
@@ -182,6 +182,36 @@ def test_saving_into_the_folder_a_model_was_loaded_from(tmp_path):
     loaded = minillama4.from_pretrained(path)
     minillama4.save_pretrained(loaded, path)
     assert _same_logits(loaded, model) and _same_logits(minillama4.from_pretrained(path), model)
+
+
+def test_saving_into_the_working_folder(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt"
+    minillama4.save_pretrained(_model(0), path, max_shard_bytes=1 << 20)
+    monkeypatch.chdir(path)
+    new = _model(1)
+    minillama4.save_pretrained(new, ".")
+    assert Path.cwd() == path.resolve() and sorted(os.listdir(".")) == ["config.json", "model.safetensors"]
+    assert _same_logits(minillama4.from_pretrained("."), new)
+
+
+def test_a_folder_that_cannot_be_renamed_is_updated_file_by_file(tmp_path, monkeypatch):
+    """A mount point cannot be renamed: the save falls back to replacing the files in it."""
+    path = (tmp_path / "mnt").resolve()
+    minillama4.save_pretrained(_model(0), path, max_shard_bytes=1 << 20)
+    (path / "tokenizer.json").write_text("{}")
+    rename = os.rename
+
+    def busy(src, dst, *a, **kw):
+        if Path(src) == path:
+            raise OSError(16, "Device or resource busy")
+        return rename(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "rename", busy)
+    new = _model(1)
+    minillama4.save_pretrained(new, path)
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert _same_logits(minillama4.from_pretrained(path), new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnt"]
 
 
 def test_only_checkpoint_files_are_replaced():
