@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch05_decoder_generation.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch05_decoder_generation.py by scripts/make_exercises.py (stub ef1f3c7f9d29): this is your file, fill in the stubs.
 """Chapter 05 exercises: the decoder layer, choosing the next token, generating, and the chunk-aware KV cache.
 
 Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the

@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch06_early_fusion.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch06_early_fusion.py by scripts/make_exercises.py (stub 55f6a4428137): this is your file, fill in the stubs.
 """Chapter 06 exercises: the steps that turn an image into tokens of the text stream.
 
 Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the

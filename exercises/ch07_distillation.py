@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch07_distillation.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch07_distillation.py by scripts/make_exercises.py (stub 909cd28acf3c): this is your file, fill in the stubs.
 """Chapter 07 exercises: soft targets at a temperature, the forward KL, the distillation loss, and its schedule.
 
 Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the

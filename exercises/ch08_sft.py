@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch08_sft.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch08_sft.py by scripts/make_exercises.py (stub 8579f25f30f2): this is your file, fill in the stubs.
 """Chapter 08 exercises: the chat template, labels on the assistant's tokens only, the masked loss, judge pruning.
 
 Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the

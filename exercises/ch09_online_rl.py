@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch09_online_rl.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch09_online_rl.py by scripts/make_exercises.py (stub b8f3ea15899e): this is your file, fill in the stubs.
 """Chapter 09 exercises: group-relative advantages, the clipped policy objective, the k3 KL to the reference, and
 the curriculum over difficulty levels.
 

@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch10_dpo.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch10_dpo.py by scripts/make_exercises.py (stub d7251f1ca263): this is your file, fill in the stubs.
 """Chapter 10 exercises: scoring completions after prompts, sequence log-probabilities, the DPO loss and its rewards.
 
 Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the

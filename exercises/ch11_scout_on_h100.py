@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch11_scout_on_h100.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch11_scout_on_h100.py by scripts/make_exercises.py (stub 3686b22ac910): this is your file, fill in the stubs.
 """Chapter 11 exercises: group-wise int4 quantization, nibble packing, the int4 matmul and the memory arithmetic of
 an int4 model.
 

@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch14_fp8.py by scripts/make_exercises.py: this is your file, fill in the stubs.
+# GENERATED from solutions/ch14_fp8.py by scripts/make_exercises.py (stub 8278508c21f3): this is your file, fill in the stubs.
 """Chapter 14 exercises: rounding to e4m3, row-wise scales, the scaled matmul, an FP8 linear layer with per-token
 activation scales, and the memory arithmetic of a model with FP8 experts.
 

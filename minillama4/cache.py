@@ -8,9 +8,12 @@ boundary. With Scout (36 RoPE layers, C = 8192) that caps three quarters of the 
 Buffers are allocated once, up front, for `max_len` tokens; asking for more is an error, not a silent overwrite.
 """
 
+import numbers
+
 import torch
 
 from .config import Llama4Config
+from .memory import ensure_fits
 
 
 class LayerKV:
@@ -52,10 +55,15 @@ class KVCache:
     """Keys and values of every layer for a batch of sequences of up to `max_len` tokens."""
 
     def __init__(self, config: Llama4Config, batch_size: int, max_len: int, dtype=torch.float32, device="cpu"):
+        for name, v in (("batch_size", batch_size), ("max_len", max_len)):
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"KV cache {name} must be a positive int, got {v!r}")
         if max_len > config.max_position_embeddings:
             raise ValueError(f"KV cache of {max_len} tokens exceeds max_position_embeddings={config.max_position_embeddings}")
         self.max_len, self.pos = max_len, 0
         C = config.attention_chunk_size
+        ensure_fits(kv_cache_bytes(config, max_len, batch_size, dtype.itemsize), device,
+                    f"a KV cache of {batch_size} × {max_len} tokens")
         self.layers = [
             LayerKV(batch_size, config.num_key_value_heads, min(C, max_len) if config.is_chunked(i) else max_len,
                     config.head_dim, C if config.is_chunked(i) else None, dtype, device)

@@ -56,14 +56,18 @@ def format_chat(messages: list[dict], add_generation_prompt: bool = True) -> str
 
 
 def encode_prompt(tok: BPETokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of the conversation followed by the open assistant header (what generation starts from)."""
-    return tok.encode(format_chat(messages, add_generation_prompt=True))
+    """Token ids of the conversation followed by the open assistant header (what generation starts from); message
+    text is plain text, as in `encode_chat`."""
+    return encode_chat(tok, messages)[0] + tok.encode(header("assistant"))
 
 
 def encode_chat(tok: BPETokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
     """(ids, is_assistant) of a whole conversation: is_assistant[i] is True for the tokens an assistant wrote (the
     content of each assistant message and its <|eot|>), False for headers, other roles and <|begin_of_text|>.
-    Each piece is encoded on its own, so the boundary between prompt and reply never depends on BPE merges."""
+    Each piece is encoded on its own, so the boundary between prompt and reply never depends on BPE merges. Message
+    text is encoded with special tokens disabled: `<|eot|>` typed in a message is those seven characters, never the
+    token, so no message can end its turn or open another one. `tok`: the course BPETokenizer or a checkpoint's
+    HFTokenizer (same interface)."""
     ids, mask = [tok.special_ids[BEGIN]], [False]
     for role, content in _check(messages):
         head = tok.encode(header(role))

@@ -7,17 +7,24 @@
     minillama4 chat --checkpoint CHECKPOINT_DIR [--quantize int4]   chat, streaming the replies
     minillama4 posttrain --profile ci --out runs/ci    base → SFT → RL → DPO on the toy model; report.json + plots
     minillama4 site build OUT/             the course as a static website (OUT/index.html), built offline
+    minillama4 zoo warm [--profile ci]      train every toy model the notebooks load, once (`zoo list`: which)
+
+An expected error (a bad argument, a broken checkpoint, a missing file, no GPU, out of memory) is one line on stderr
+and exit status 1; `--debug` shows its traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import numbers
 import sys
+from pathlib import Path
 
 import torch
 
 from .checkpoint import CheckpointError, from_pretrained, load_config
 from .config import Llama4Config
+from .sampling import check_sampling
 
 
 def _layer_plan(cfg: Llama4Config) -> str:
@@ -47,18 +54,20 @@ def cmd_info(args) -> int:
 
 def cmd_generate(args) -> int:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, None: None}[args.dtype]
+    device = _check_run_args(args)
     if args.prompt is not None:  # text in, text streamed out
         tok = _load_tokenizer(args.checkpoint)
-        model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device, quantize=args.quantize)
+        model = from_pretrained(args.checkpoint, dtype=dtype, device=device, quantize=args.quantize)
         _check_vocab(tok, model)
-        gen = torch.Generator(device=args.device).manual_seed(args.seed)
+        gen = torch.Generator(device=device).manual_seed(args.seed)
         stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
-        ids = stream_generate(model, tok.encode(args.prompt), args.max_new_tokens, args.temperature, args.top_p, stop, gen)
+        ids = stream_generate(model, tok.encode(_clean(args.prompt)), args.max_new_tokens, args.temperature, args.top_p,
+                              stop, gen)
         _print_stream(tok, ids)
         return 0
-    model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device, quantize=args.quantize)
-    ids = torch.tensor([args.ids], device=args.device)
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    model = from_pretrained(args.checkpoint, dtype=dtype, device=device, quantize=args.quantize)
+    ids = torch.tensor([args.ids], device=device)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
     out = model.generate(ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                          eos_token_id=model.config.eos_token_id, generator=gen)
     print(" ".join(str(t) for t in out[0, len(args.ids):].tolist()))
@@ -69,9 +78,42 @@ def _eos_list(eos) -> list[int]:
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
+def _check_run_args(args) -> torch.device:
+    """Check the arguments of generate / chat before anything is loaded; returns the device."""
+    check_sampling(args.temperature, args.top_p)
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    return _device(args.device)
+
+
+def _device(name: str) -> torch.device:
+    """torch.device(name), if this machine has it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no CUDA GPU on this machine; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: torch sees no Apple GPU (MPS) on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: choose cpu, cuda or mps")
+    return device
+
+
+def _clean(text: str) -> str:
+    """Text from the command line or a terminal as valid Unicode: bytes that were not UTF-8 (which Python keeps as
+    lone surrogates) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _load_tokenizer(checkpoint):
     from .hf_tokenizer import load_tokenizer
 
+    if not Path(checkpoint).is_dir():
+        raise CheckpointError(f"{checkpoint}: no such checkpoint directory")
     try:
         return load_tokenizer(checkpoint)
     except FileNotFoundError as e:
@@ -84,20 +126,28 @@ def _check_vocab(tok, model) -> None:
                          f"{model.config.vocab_size}: they do not belong together")
 
 
-@torch.no_grad()
 def stream_generate(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                     stop_ids=(), generator: torch.Generator | None = None):
-    """Yield the new token ids one at a time as they are sampled (batch 1, KV cache); stop after max_new_tokens or
-    at a stop token (not yielded). A prompt plus max_new_tokens that overflow the context is an error up front."""
-    from .sampling import sample_next_token
-
+    """An iterator over the new token ids, each yielded as soon as it is sampled (batch 1, KV cache); it stops after
+    max_new_tokens or at a stop token (not yielded). Bad arguments, or a prompt plus max_new_tokens that overflow
+    the context, are an error at the call, before any token."""
     n, limit = len(prompt_ids), model.config.max_position_embeddings
     if n == 0:
         raise ValueError("empty prompt: nothing to continue")
+    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    check_sampling(temperature, top_p)
     if n + max_new_tokens > limit:
         raise ValueError(f"prompt of {n} tokens + {max_new_tokens} new tokens exceeds the model's context of {limit} "
                          "tokens; shorten the conversation or ask for fewer tokens")
-    cache = model.new_cache(1, n + max_new_tokens)
+    return _stream(model, prompt_ids, model.new_cache(1, n + max_new_tokens), max_new_tokens, temperature, top_p,
+                   stop_ids, generator)
+
+
+@torch.no_grad()
+def _stream(model, prompt_ids, cache, max_new_tokens, temperature, top_p, stop_ids, generator):
+    from .sampling import sample_next_token
+
     step = torch.tensor([prompt_ids], device=model.device)
     for _ in range(max_new_tokens):
         logits_V = model(step, cache=cache, last_only=True)[0, -1]
@@ -125,33 +175,46 @@ def _print_stream(tok, ids, out=None) -> list[int]:
 
 
 def cmd_chat(args) -> int:
-    """A conversation on the terminal: each line you type is a user message; the reply streams as it is written."""
-    from .chat import format_chat
+    """A conversation on the terminal: each line you type is a user message; the reply streams as it is written.
+    A message the model cannot answer (longer than its context) is reported and left out; the chat goes on, and the
+    exit status is 1 if that happened."""
+    from .chat import encode_prompt
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, None: None}[args.dtype]
+    device = _check_run_args(args)
     tok = _load_tokenizer(args.checkpoint)
-    model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device, quantize=args.quantize)
+    model = from_pretrained(args.checkpoint, dtype=dtype, device=device, quantize=args.quantize)
     _check_vocab(tok, model)
     stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    lines = args.prompt if args.prompt else _read_lines()
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    messages = [{"role": "system", "content": _clean(args.system)}] if args.system else []
+    lines = [_clean(p) for p in args.prompt] if args.prompt else _read_lines()
+    refused = 0
     for line in lines:
         if line.strip() in ("/exit", "/quit"):
             break
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        prompt = tok.encode(format_chat(messages, add_generation_prompt=True))
+        try:  # the message text is plain text: typing <|eot|> cannot end the turn (chat.encode_chat)
+            ids = stream_generate(model, encode_prompt(tok, messages), args.max_new_tokens, args.temperature,
+                                  args.top_p, stop, gen)
+        except ValueError as e:
+            messages.pop()
+            refused += 1
+            print(f"minillama4: error: {e} (message skipped)", file=sys.stderr, flush=True)
+            continue
         if not args.prompt and sys.stdout.isatty():
             print("assistant> ", end="", flush=True)
-        reply = _print_stream(tok, stream_generate(model, prompt, args.max_new_tokens, args.temperature, args.top_p,
-                                                   stop, gen))
+        reply = _print_stream(tok, ids)
         messages.append({"role": "assistant", "content": tok.decode(reply)})
-    return 0
+    return 1 if refused else 0
 
 
 def _read_lines():
+    """Lines typed on stdin; bytes that are not UTF-8 become U+FFFD instead of ending the chat."""
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")
     while True:
         try:
             yield input("you> " if sys.stdin.isatty() else "")
@@ -187,18 +250,32 @@ def cmd_site(args) -> int:
 
     pages = build(args.out)
     print(f"wrote {len(pages)} pages; open {args.out}/index.html")
+
+
+def cmd_zoo(args) -> int:
+    from .course.warm import artifacts, warm
+
+    if args.action == "list":
+        for a in artifacts(args.profile):
+            print(a.name)
+        return 0
+    warm(args.profile, only=args.only, progress=not args.quiet, report=lambda line: print(line, flush=True))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minillama4", description="Llama 4 from scratch: tools for the course package")
+    p.add_argument("--debug", action="store_true", help="show an error's full traceback instead of one line")
+    common = argparse.ArgumentParser(add_help=False)  # --debug also after the command (SUPPRESS: keeps the above)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="layer plan, parameter counts and KV-cache cost of a preset or checkpoint")
+    info = sub.add_parser("info", parents=[common],
+                          help="layer plan, parameter counts and KV-cache cost of a preset or checkpoint")
     src = info.add_mutually_exclusive_group(required=True)
     src.add_argument("checkpoint", nargs="?", help="Hugging Face Llama 4 checkpoint directory")
     src.add_argument("--preset", choices=["toy", "scout", "maverick"])
     info.set_defaults(fn=cmd_info)
-    g = sub.add_parser("generate", help="continue a sequence of token ids with a checkpoint")
+    g = sub.add_parser("generate", parents=[common], help="continue a sequence of token ids with a checkpoint")
     g.add_argument("checkpoint")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--ids", type=int, nargs="+", help="prompt token ids")
@@ -211,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu")
     g.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts")
     g.set_defaults(fn=cmd_generate)
-    c = sub.add_parser("chat", help="chat with a checkpoint (its tokenizer.json and Llama 4's chat format)")
+    c = sub.add_parser("chat", parents=[common],
+                       help="chat with a checkpoint (its tokenizer.json and Llama 4's chat format)")
     c.add_argument("--checkpoint", required=True, help="Hugging Face Llama 4 directory with tokenizer.json")
     c.add_argument("--prompt", action="append", help="a user message (repeatable); without it, read lines from stdin")
     c.add_argument("--system", default=None, help="system prompt")
@@ -223,28 +301,54 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu")
     c.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts (Scout on one GPU)")
     c.set_defaults(fn=cmd_chat)
-    gr = sub.add_parser("grade", help="score your graded exercises (exercises/chNN_*.py), one chapter or all")
+    gr = sub.add_parser("grade", parents=[common],
+                        help="score your graded exercises (exercises/chNN_*.py), one chapter or all")
     gr.add_argument("chapter", nargs="?", type=int, help="chapter number, e.g. 1 (default: every chapter)")
     gr.add_argument("--impl", choices=["exercises", "solutions"], default="exercises",
                     help="grade your exercises/ (default) or the reference solutions/")
     gr.set_defaults(fn=cmd_grade)
-    pt = sub.add_parser("posttrain", help="post-train the toy model: base → SFT → online RL → DPO, with a report")
+    pt = sub.add_parser("posttrain", parents=[common],
+                        help="post-train the toy model: base → SFT → online RL → DPO, with a report")
     pt.add_argument("--profile", choices=["ci", "laptop", "gpu"], default=None,
                     help="scale of the run (default: $MINILLAMA4_PROFILE or laptop)")
     pt.add_argument("--out", required=True, help="folder for report.json and the plots")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(fn=cmd_posttrain)
-    site = sub.add_parser("site", help="the course as a static website").add_subparsers(dest="action", required=True)
-    sb = site.add_parser("build", help="build the website from the notebooks, README.md and docs/ (offline)")
+    site = sub.add_parser("site", parents=[common], help="the course as a static website").add_subparsers(
+        dest="action", required=True)
+    sb = site.add_parser("build", parents=[common],
+                         help="build the website from the notebooks, README.md and docs/ (offline)")
     sb.add_argument("out", help="folder for the site (created; a previous build there is replaced)")
     sb.set_defaults(fn=cmd_site)
+
+
+    z = sub.add_parser("zoo", parents=[common],
+                       help="the cached toy models the notebooks load: list them, or train them all now")
+    z.add_argument("action", choices=["list", "warm"], help="list: the artifacts; warm: build the missing ones")
+    z.add_argument("--profile", choices=["ci", "laptop", "gpu"], default=None,
+                   help="scale (default: $MINILLAMA4_PROFILE or laptop)")
+    z.add_argument("--only", nargs="+", metavar="NAME", help="only these artifacts (names as `zoo list` prints)")
+    z.add_argument("--quiet", action="store_true", help="no progress bars")
+    z.set_defaults(fn=cmd_zoo)
     return p
+
+
+# Errors a user can cause (bad arguments or files, no GPU, too little memory): one line each. Anything else is a bug
+# and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, MemoryError, torch.OutOfMemoryError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (CheckpointError, ValueError) as e:
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("minillama4: interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as e:  # CheckpointError is a ValueError
+        if args.debug:
+            raise
         print(f"minillama4: error: {e}", file=sys.stderr)
-        return 2
+        return 1

@@ -13,10 +13,42 @@ One dataclass, three presets (`toy`, `scout`, `maverick`) and a faithful reader/
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from .vision import VisionConfig
+
+
+def _bad(msg: str) -> None:
+    raise ValueError(f"invalid Llama4Config: {msg}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    """A finite int or float (not a bool, a string, NaN or inf)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _flag(name: str, v: Any) -> bool:
+    """A boolean field, as bool or int (the release-time Scout config stores the int 4 for true)."""
+    if not isinstance(v, (bool, int)):
+        _bad(f"{name} must be true or false, got {v!r}")
+    return bool(v)
+
+
+def _int_list(name: str, v: Any) -> list[int]:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(i, int) for i in v):
+        _bad(f"{name} must be a list of ints, got {v!r}")
+    return [int(i) for i in v]
+
+
+# config.json keys with no safe default: without them the checkpoint's shapes are unknown (a missing key must not
+# silently become Scout's value)
+REQUIRED_HF_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 @dataclass
@@ -53,70 +85,91 @@ class Llama4Config:
     image_token_id: int = 200092  # <|patch|>: positions whose embedding is replaced by an image feature
 
     def __post_init__(self) -> None:
+        self._check_scalars()  # the layer lists below are derived from them
         L = self.num_hidden_layers
-        if self.moe_layers is None and isinstance(self.interleave_moe_layer_step, int) and self.interleave_moe_layer_step > 0:
+        if self.moe_layers is None:
             self.moe_layers = list(range(self.interleave_moe_layer_step - 1, L, self.interleave_moe_layer_step))
-        if not self.no_rope_layers and isinstance(self.no_rope_layer_interval, int) and self.no_rope_layer_interval > 0:
+        if not self.no_rope_layers:
             self.no_rope_layers = [int((i + 1) % self.no_rope_layer_interval != 0) for i in range(L)]
-        self.moe_layers = [int(i) for i in (self.moe_layers or [])]
-        self.no_rope_layers = [int(b) for b in (self.no_rope_layers or [])]
-        self.attn_temperature_tuning = bool(self.attn_temperature_tuning)  # release Scout config stores the int 4
-        self.use_qk_norm = bool(self.use_qk_norm)
+        self.moe_layers = _int_list("moe_layers", self.moe_layers)
+        self.no_rope_layers = _int_list("no_rope_layers", self.no_rope_layers)
+        self.attn_temperature_tuning = _flag("attn_temperature_tuning", self.attn_temperature_tuning)  # Scout: the int 4
+        self.use_qk_norm = _flag("use_qk_norm", self.use_qk_norm)
         if self.rope_scaling is not None:
+            if not isinstance(self.rope_scaling, dict):
+                _bad(f"rope_scaling must be a dict or None, got {self.rope_scaling!r}")
             self.rope_scaling = dict(self.rope_scaling)
         if isinstance(self.vision_config, dict):  # from dataclasses.asdict / replace
             self.vision_config = VisionConfig(**self.vision_config)
         self.validate()
 
     # ----------------------------------------------------------------------------------------------- checks
+    def _check_scalars(self) -> None:
+        """Raise ValueError naming the first scalar field of the wrong type or out of range (a string, NaN, inf)."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                     "head_dim", "intermediate_size", "num_local_experts", "num_experts_per_tok", "max_position_embeddings",
+                     "interleave_moe_layer_step", "no_rope_layer_interval", "floor_scale"):
+            v = getattr(self, name)
+            if not _is_int(v) or v <= 0:
+                _bad(f"{name} must be a positive int, got {v!r}")
+        for name in ("rope_theta", "rms_norm_eps", "attn_scale", "initializer_range"):
+            v = getattr(self, name)
+            if not _is_number(v):
+                _bad(f"{name} must be a finite number, got {v!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            _bad(f"tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}")
+        for name in ("pad_token_id", "bos_token_id"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < 0):
+                _bad(f"{name} must be a token id >= 0 or None, got {v!r}")
+        eos = self.eos_token_id
+        if eos is not None and not (_is_int(eos) and eos >= 0) and not (
+                isinstance(eos, (list, tuple)) and all(_is_int(i) and i >= 0 for i in eos)):
+            _bad(f"eos_token_id must be a token id, a list of token ids or None, got {eos!r}")
+
     def validate(self) -> None:
         """Raise ValueError naming the first field that makes the model impossible to build."""
-
-        def bad(msg: str) -> None:
-            raise ValueError(f"invalid Llama4Config: {msg}")
-
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                     "head_dim", "intermediate_size", "num_local_experts", "num_experts_per_tok", "max_position_embeddings"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                bad(f"{name} must be a positive int, got {v!r}")
+        self._check_scalars()
         if self.num_attention_heads % self.num_key_value_heads:
-            bad(f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads={self.num_attention_heads}")
+            _bad(f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads={self.num_attention_heads}")
         if self.head_dim % 2:
-            bad(f"head_dim={self.head_dim} must be even (RoPE rotates pairs of dimensions)")
+            _bad(f"head_dim={self.head_dim} must be even (RoPE rotates pairs of dimensions)")
         if self.hidden_size % self.num_attention_heads:
-            bad(f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
+            _bad(f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
         if self.num_experts_per_tok > self.num_local_experts:
-            bad(f"num_experts_per_tok={self.num_experts_per_tok} > num_local_experts={self.num_local_experts}")
+            _bad(f"num_experts_per_tok={self.num_experts_per_tok} > num_local_experts={self.num_local_experts}")
         L = self.num_hidden_layers
         if len(self.no_rope_layers) < L or any(b not in (0, 1) for b in self.no_rope_layers):
-            bad(f"no_rope_layers must hold one 0/1 flag per layer ({L} layers), got {self.no_rope_layers!r}")
+            _bad(f"no_rope_layers must hold one 0/1 flag per layer ({L} layers), got {self.no_rope_layers!r}")
         if any(not 0 <= i < L for i in self.moe_layers) or len(set(self.moe_layers)) != len(self.moe_layers):
-            bad(f"moe_layers must be distinct layer indices in [0, {L}), got {self.moe_layers!r}")
+            _bad(f"moe_layers must be distinct layer indices in [0, {L}), got {self.moe_layers!r}")
         if len(self.moe_layers) < L and (not isinstance(self.intermediate_size_mlp, int) or self.intermediate_size_mlp <= 0):
-            bad(f"dense layers need a positive intermediate_size_mlp, got {self.intermediate_size_mlp!r}")
+            _bad(f"dense layers need a positive intermediate_size_mlp, got {self.intermediate_size_mlp!r}")
         if self.attention_chunk_size is not None and (not isinstance(self.attention_chunk_size, int) or self.attention_chunk_size <= 0):
-            bad(f"attention_chunk_size must be a positive int or None, got {self.attention_chunk_size!r}")
-        if self.attn_temperature_tuning and (self.floor_scale <= 0 or self.attn_scale < 0):
-            bad(f"floor_scale must be > 0 and attn_scale >= 0, got {self.floor_scale}, {self.attn_scale}")
+            _bad(f"attention_chunk_size must be a positive int or None, got {self.attention_chunk_size!r}")
+        if self.attn_temperature_tuning and self.attn_scale < 0:
+            _bad(f"attn_scale must be >= 0, got {self.attn_scale}")
         if self.rope_theta <= 0:
-            bad(f"rope_theta must be > 0, got {self.rope_theta}")
+            _bad(f"rope_theta must be > 0, got {self.rope_theta}")
         if self.rms_norm_eps <= 0:
-            bad(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+            _bad(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
         rs = self.rope_scaling
         if rs is not None:
             kind = rs.get("rope_type", rs.get("type", "llama3"))
             if kind != "llama3":
-                bad(f"rope_scaling type {kind!r} is not supported (Llama 4 uses 'llama3' or none)")
+                _bad(f"rope_scaling type {kind!r} is not supported (Llama 4 uses 'llama3' or none)")
             missing = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} - rs.keys()
             if missing:
-                bad(f"llama3 rope_scaling lacks {sorted(missing)}")
+                _bad(f"llama3 rope_scaling lacks {sorted(missing)}")
+            for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
+                if not _is_number(rs[k]):
+                    _bad(f"rope_scaling {k} must be a finite number, got {rs[k]!r}")
             if rs["factor"] < 1 or rs["low_freq_factor"] <= 0 or rs["high_freq_factor"] < rs["low_freq_factor"]:
-                bad(f"llama3 rope_scaling needs factor >= 1 and 0 < low_freq_factor <= high_freq_factor, got {rs}")
+                _bad(f"llama3 rope_scaling needs factor >= 1 and 0 < low_freq_factor <= high_freq_factor, got {rs}")
         if self.vision_config is not None and not isinstance(self.vision_config, VisionConfig):
-            bad(f"vision_config must be a VisionConfig or None, got {type(self.vision_config).__name__}")
+            _bad(f"vision_config must be a VisionConfig or None, got {type(self.vision_config).__name__}")
         if not isinstance(self.image_token_id, int) or self.image_token_id < 0:
-            bad(f"image_token_id must be a token id >= 0, got {self.image_token_id!r}")
+            _bad(f"image_token_id must be a token id >= 0, got {self.image_token_id!r}")
 
     # ----------------------------------------------------------------------------------------------- derived
     def is_moe_layer(self, i: int) -> bool:
@@ -136,13 +189,13 @@ class Llama4Config:
         attn = D * self.num_attention_heads * self.head_dim * 2 + D * self.num_key_value_heads * self.head_dim * 2
         swiglu = lambda f: 3 * D * f  # noqa: E731  gate, up, down
         total = V * D * (1 if self.tie_word_embeddings else 2) + D  # embeddings, lm_head, final norm
-        for i in range(self.num_hidden_layers):
-            total += attn + 2 * D
-            if self.is_moe_layer(i):
-                experts = self.num_experts_per_tok if active else self.num_local_experts
-                total += D * self.num_local_experts + swiglu(F) + experts * swiglu(F)
-            else:
-                total += swiglu(self.intermediate_size_mlp)
+        n_moe = len(self.moe_layers)
+        n_dense = self.num_hidden_layers - n_moe
+        experts = self.num_experts_per_tok if active else self.num_local_experts
+        total += self.num_hidden_layers * (attn + 2 * D)  # attention and the two norms of every layer
+        total += n_moe * (D * self.num_local_experts + swiglu(F) + experts * swiglu(F))  # router, shared, routed
+        if n_dense:
+            total += n_dense * swiglu(self.intermediate_size_mlp)
         if self.vision_config is not None and not active:  # the ViT + projector (not on a text token's path)
             total += self.vision_config.num_parameters(D)
         return total
@@ -187,30 +240,44 @@ class Llama4Config:
         if "text_config" in hf:  # Llama4ForConditionalGeneration: text_config + vision_config + image token
             if hf.get("vision_config"):
                 vision["vision_config"] = VisionConfig.from_hf(hf["vision_config"])
-                vision["image_token_id"] = int(hf.get("image_token_index", hf.get("image_token_id", cls.image_token_id)))
-            hf = hf["text_config"] or {}
+                vision["image_token_id"] = hf.get("image_token_index", hf.get("image_token_id", cls.image_token_id))
+            hf = hf["text_config"]
+            if not isinstance(hf, dict):
+                raise ValueError(f"config.json's text_config must be a dict, got {type(hf).__name__}")
         mt = hf.get("model_type", "llama4_text")
         if mt not in ("llama4_text", "llama4"):
             raise ValueError(f"config.json has model_type {mt!r}; expected a Llama 4 text config ('llama4_text')")
+        missing = [k for k in REQUIRED_HF_KEYS if hf.get(k) is None]
+        if missing:
+            raise ValueError(f"config.json lacks {', '.join(missing)}: the model's shapes cannot be known without it")
         known = {f.name for f in dataclasses.fields(cls)} - {"vision_config", "image_token_id"}
         kw = {k: v for k, v in hf.items() if k in known and k not in ("rope_scaling", "rope_theta")}
         kw.update(vision)
         # RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, ...}; 4.x wrote rope_theta + rope_scaling.
+        for key in ("rope_parameters", "rope_scaling"):
+            if hf.get(key) is not None and not isinstance(hf[key], dict):
+                raise ValueError(f"config.json's {key} must be a dict, got {hf[key]!r}")
         rope = dict(hf.get("rope_parameters") or {})
         theta = rope.pop("rope_theta", None) or hf.get("rope_theta", cls.rope_theta)
         if not rope or rope.get("rope_type", rope.get("type")) == "default":
             rope = dict(hf.get("rope_scaling") or {})
         kind = rope.get("rope_type", rope.get("type"))
-        kw["rope_theta"] = float(theta)
+        kw["rope_theta"] = float(theta) if _is_number(theta) else theta  # anything else: validate() names it
         kw["rope_scaling"] = None if not rope or kind in (None, "default") else {
             "rope_type": kind, **{k: v for k, v in rope.items() if k not in ("rope_type", "type", "partial_rotary_factor")}}
         if kw["rope_scaling"] is not None and kind == "llama3":
             kw["rope_scaling"].setdefault("original_max_position_embeddings", hf.get("max_position_embeddings"))
-        if hf.get("head_dim") is None:
+        if hf.get("head_dim") is None and _is_int(hf["hidden_size"]) and _is_int(hf["num_attention_heads"]) \
+                and hf["num_attention_heads"] > 0:
             kw["head_dim"] = hf["hidden_size"] // hf["num_attention_heads"]
         if hf.get("num_key_value_heads") is None:
-            kw["num_key_value_heads"] = hf.get("num_attention_heads", cls.num_attention_heads)
-        return cls(**kw)
+            kw["num_key_value_heads"] = hf["num_attention_heads"]
+        cfg = cls(**kw)
+        dense = len(cfg.moe_layers) < cfg.num_hidden_layers
+        for key, needed in (("num_local_experts", bool(cfg.moe_layers)), ("intermediate_size_mlp", dense)):
+            if needed and hf.get(key) is None:
+                raise ValueError(f"config.json lacks {key}: the model's shapes cannot be known without it")
+        return cfg
 
     def to_hf(self) -> dict[str, Any]:
         """A `config.json` dict for transformers' Llama4ForCausalLM (transformers 5 spelling, also read by 4.x);

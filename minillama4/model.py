@@ -13,6 +13,8 @@ With a `vision_config` the model is multimodal (early fusion): `vision_model` tu
 before the first decoder layer. Everything after that is the same decoder (see `vision.py`).
 """
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -20,10 +22,11 @@ from .attention import Attention
 from .cache import KVCache
 from .config import Llama4Config
 from .ffn import SwiGLU
+from .memory import ensure_fits
 from .moe import MoE
 from .norm import RMSNorm
 from .rope import inverse_frequencies, rope_angles
-from .sampling import sample_next_token
+from .sampling import check_sampling, sample_next_token
 from .vision import MultiModalProjector, VisionModel, merge_image_features
 
 
@@ -50,10 +53,38 @@ class DecoderLayer(nn.Module):
         return h_BTD + ffn_BTD, routing, w_BHTS
 
 
+def as_token_ids(input_ids, device=None) -> torch.Tensor:
+    """input_ids as a [B, T] integer tensor: a tensor, or a list of equally long lists of ints (put on `device`).
+    Empty input, float or bool ids, a ragged batch or another shape is a ValueError that says which."""
+    if not isinstance(input_ids, torch.Tensor):
+        rows = input_ids
+        if not isinstance(rows, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in rows):
+            raise ValueError(f"input_ids must be a [batch, time] tensor or a list of lists of token ids, got "
+                             f"{type(rows).__name__}")
+        lengths = sorted({len(r) for r in rows})
+        if len(lengths) > 1:
+            raise ValueError(f"input_ids rows have different lengths {lengths}: a batch must be rectangular "
+                             "(pad the rows, or run them one at a time)")
+        bad = next((i for r in rows for i in r if not isinstance(i, numbers.Integral) or isinstance(i, bool)), None)
+        if bad is not None:
+            raise ValueError(f"token ids must be ints, got {bad!r}")
+        input_ids = torch.tensor(rows, dtype=torch.long, device=device).reshape(len(rows), lengths[0] if rows else 0)
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"token ids must be an integer tensor, got {input_ids.dtype}")
+    if input_ids.numel() == 0:
+        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): there is no token to run the model on")
+    return input_ids
+
+
 class Llama4(nn.Module):
     def __init__(self, config: Llama4Config):
         super().__init__()
         config.validate()
+        n, dtype = config.num_parameters(), torch.get_default_dtype()
+        ensure_fits(n * dtype.itemsize, torch.get_default_device(), f"a model of {n / 1e9:,.2f} B parameters in {dtype}",
+                    hint="build it on the meta device (`with torch.device('meta'):`) to look at its shapes")
         self.config = c = config
         self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(c, i) for i in range(c.num_hidden_layers))
@@ -125,8 +156,7 @@ class Llama4(nn.Module):
         tuple: (logits, routing) / (logits, attention) / (logits, routing, attention).
         check_ids=False skips the token-range check (it makes a GPU wait for the device): generate() passes it for
         the tokens it sampled itself."""
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+        input_ids = as_token_ids(input_ids, self.device)
         B, T = input_ids.shape
         if check_ids and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "
@@ -167,19 +197,27 @@ class Llama4(nn.Module):
         Greedy at temperature 0. Rows that emitted an eos token are padded with it until all rows are done.
         use_cache=False recomputes the whole sequence each step (same tokens, much slower: for comparison).
         pixel_values: the images of the prompt's `<|patch|>` tokens (read once, by the prefill)."""
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+        # every argument is checked before any memory is reserved
+        input_ids = as_token_ids(input_ids, self.device)
         B, T = input_ids.shape
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        check_sampling(temperature, top_p)
+        eos_ok = eos_token_id is None or isinstance(eos_token_id, numbers.Integral) or (
+            isinstance(eos_token_id, (list, tuple)) and all(isinstance(i, numbers.Integral) for i in eos_token_id))
+        if not eos_ok:
+            raise ValueError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
         total = T + max_new_tokens
+        if total > self.config.max_position_embeddings:
+            raise ValueError(f"prompt + new tokens = {total} exceeds max_position_embeddings={self.config.max_position_embeddings}")
         cache = None
         if use_cache:
-            cache = self.new_cache(B, cache_len or total)
-            cache.check(total)  # fail before doing any work
-        elif total > self.config.max_position_embeddings:
-            raise ValueError(f"prompt + new tokens = {total} exceeds max_position_embeddings={self.config.max_position_embeddings}")
-        eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []), device=input_ids.device)
+            if cache_len is not None and (not isinstance(cache_len, numbers.Integral) or cache_len < total):
+                raise ValueError(f"KV cache full: cache_len={cache_len!r} cannot hold the prompt's {T} tokens and "
+                                 f"{max_new_tokens} new ones")
+            cache = self.new_cache(B, cache_len or total)  # refuses a cache larger than the device's memory
+        eos = torch.tensor([int(eos_token_id)] if isinstance(eos_token_id, numbers.Integral) else
+                           [int(i) for i in eos_token_id or []], dtype=torch.long, device=input_ids.device)
         ids, done = input_ids, torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         step_input = input_ids
         for step in range(max_new_tokens):

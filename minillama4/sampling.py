@@ -1,6 +1,17 @@
 """Choosing the next token from the logits: greedy, temperature, nucleus (top-p)."""
 
+import math
+import numbers
+
 import torch
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Raise ValueError unless temperature is a finite number >= 0 and top_p lies in (0, 1]."""
+    if not isinstance(temperature, numbers.Real) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1:  # (NaN fails the comparison too)
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
 
 
 def top_p_filter(probs_BV: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -17,8 +28,7 @@ def sample_next_token(logits_BV: torch.Tensor, temperature: float = 0.0, top_p: 
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """temperature 0 → argmax. Otherwise sample from softmax(logits / temperature), restricted to the smallest set
     of most likely tokens whose probability adds up to at least top_p. Returns token ids [B]."""
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    check_sampling(temperature, top_p)
     if temperature == 0:
         return logits_BV.argmax(-1)
     probs_BV = torch.softmax(logits_BV.float() / temperature, dim=-1)

@@ -21,6 +21,7 @@ Parameter names equal the Hugging Face checkpoint keys under `vision_model.` and
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .rope import apply_rope
+
+
+# vision_config keys with no safe default (without them the vision tensors' shapes are unknown)
+REQUIRED_HF_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size",
+                    "patch_size", "vision_output_dim", "projector_input_dim", "projector_output_dim")
 
 
 @dataclass
@@ -62,6 +68,10 @@ class VisionConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 bad(f"{name} must be a positive int, got {v!r}")
+        for name in ("norm_eps", "rope_theta", "pixel_shuffle_ratio", "initializer_range"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                bad(f"{name} must be a finite number, got {v!r}")
         if self.image_size % self.patch_size:
             bad(f"patch_size={self.patch_size} must divide image_size={self.image_size}")
         if self.hidden_size % self.num_attention_heads:
@@ -131,10 +141,18 @@ class VisionConfig:
         if hf.get("vision_feature_layer", -1) != -1:
             raise ValueError(f"vision_config.vision_feature_layer={hf['vision_feature_layer']}: only -1 (the last "
                              "layer) is what Llama 4 uses")
+        missing = [k for k in REQUIRED_HF_KEYS if hf.get(k) is None]
+        if missing:
+            raise ValueError(f"vision_config lacks {', '.join(missing)}: the vision model's shapes cannot be known "
+                             "without it")
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in hf.items() if k in known}
         rope = hf.get("rope_parameters") or {}
-        kw["rope_theta"] = float(rope.get("rope_theta", hf.get("rope_theta", cls.rope_theta)))
+        if not isinstance(rope, dict):
+            raise ValueError(f"vision_config.rope_parameters must be a dict, got {rope!r}")
+        kw["rope_theta"] = rope.get("rope_theta", hf.get("rope_theta", cls.rope_theta))
+        if isinstance(kw["rope_theta"], int) and not isinstance(kw["rope_theta"], bool):
+            kw["rope_theta"] = float(kw["rope_theta"])
         return cls(**kw)
 
     def to_hf(self) -> dict[str, Any]:

@@ -39,3 +39,11 @@ def test_fp8_matmul_bench_runs_and_its_paths_agree(tmp_path):
         assert set(ms) == {"float32", "bf16", "fp8 mm", "fp8 linear", "fp8 emulated"} and all(t > 0 for t in ms.values())
     assert set(data["ms"]["bank"]) == {"float32", "bf16", "fp8 linear"}
     assert "fp8 mm/bf16" in r.stdout and "expert bank" in r.stdout
+
+
+def test_load_checks_runs():
+    r = subprocess.run([sys.executable, "bench/load_checks.py", "--width", "64", "--rounds", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if "checked / unchecked" in line]
+    assert [line.split(" unchecked ")[0].strip() for line in rows] == ["float32", "bfloat16", "bfloat16 as float32"]

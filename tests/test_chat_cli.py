@@ -67,7 +67,7 @@ def test_missing_or_broken_tokenizer_is_a_clear_error(tmp_path, scout_ckpt, caps
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a readable tokenizers file"):
         load_tokenizer(tmp_path)
-    assert main(["chat", "--checkpoint", str(scout_ckpt), "--prompt", "hi"]) == 2
+    assert main(["chat", "--checkpoint", str(scout_ckpt), "--prompt", "hi"]) == 1
     assert "no tokenizer.json" in capsys.readouterr().err
 
 
@@ -145,12 +145,12 @@ def test_generate_with_text_and_clear_errors(ckpt, tmp_path, capsys):
     want = out[:next((i for i, t in enumerate(out) if t in (2, 5, 6)), len(out))]
     assert capsys.readouterr().out == tok.decode(want) + "\n"
     # a conversation longer than the model's context
-    assert main(["chat", "--checkpoint", str(ckpt), "--prompt", "cat " * 600, "--max-new-tokens", "4"]) == 2
+    assert main(["chat", "--checkpoint", str(ckpt), "--prompt", "cat " * 600, "--max-new-tokens", "4"]) == 1
     assert "exceeds the model's context of 512 tokens" in capsys.readouterr().err
     # a tokenizer that does not belong to the model
     small = write_hf_checkpoint(tmp_path / "small", vocab_size=160)
     write_tokenizer(small)
-    assert main(["chat", "--checkpoint", str(small), "--prompt", "hi"]) == 2
+    assert main(["chat", "--checkpoint", str(small), "--prompt", "hi"]) == 1
     assert "tokenizer.json has 300 tokens but the model's vocab_size is 160" in capsys.readouterr().err
 
 

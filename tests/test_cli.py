@@ -16,7 +16,7 @@ def test_info_preset(capsys):
 def test_info_checkpoint_and_errors(scout_ckpt, tmp_path, capsys):
     assert main(["info", str(scout_ckpt)]) == 0
     assert "Mr Mr Mr Mn" in capsys.readouterr().out
-    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert main(["info", str(tmp_path / "missing")]) == 1
     assert "no config.json" in capsys.readouterr().err
 
 
