@@ -54,17 +54,23 @@ def run(ex: Exercise | str, impl: str = "exercises", root: Path | None = None, p
     return verdict(ex, cases, reply, path, function or ex.function, timeout)
 
 
-def _build_cases(ex: Exercise) -> list[Case]:
-    """The cases and their expected values, on one thread: tiny tensors, where a thread pool only adds waiting (the
-    caller's thread count is restored)."""
+@contextmanager
+def _one_thread():
+    """Grading works on tiny tensors, where a thread pool only adds waiting (on a busy machine, a lot of it): the
+    cases, the expected values and the diagnoses are computed on one thread; the caller's thread count is restored."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return ex.cases()
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _build_cases(ex: Exercise) -> list[Case]:
+    with _one_thread():
+        return ex.cases()
 
 
 def _frames(reply: dict) -> list:
@@ -107,7 +113,8 @@ def verdict(ex: Exercise, cases: list[Case], reply: dict, path: Path, function: 
             ok, err, msg = ex.judge(got, case.expected)
             worst = max(worst, err) if err == err else worst
             if not ok:
-                diagnosis = ex.diagnose(case, got)
+                with _one_thread():
+                    diagnosis = ex.diagnose(case, got)
                 if diagnosis:
                     return Result(ex.name, "fail", err, f"{label}: {diagnosis}", detail=msg, mistake=diagnosis,
                                   **base)
