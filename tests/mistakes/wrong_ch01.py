@@ -76,6 +76,11 @@ def all_experts_forward(x_ETD, gate_up_proj_ED2F, down_proj_EFD):
     up, gate = torch.bmm(x_ETD, gate_up_proj_ED2F).chunk(2, dim=-1)
     return torch.bmm(F.silu(gate) * up, down_proj_EFD)
 ''', ["swapped"]),
+        ("interleaved", '''
+def all_experts_forward(x_ETD, gate_up_proj_ED2F, down_proj_EFD):
+    h = torch.bmm(x_ETD, gate_up_proj_ED2F)
+    return torch.bmm(F.silu(h[..., 0::2]) * h[..., 1::2], down_proj_EFD)
+''', ["interleaved"]),
         ("transposed", '''
 def all_experts_forward(x_ETD, gate_up_proj_ED2F, down_proj_EFD):
     h = torch.bmm(x_ETD, gate_up_proj_ED2F.transpose(1, 2))
