@@ -1,8 +1,9 @@
 # GENERATED from solutions/ch01_swiglu_experts.py by scripts/make_exercises.py (stub b7db782ab4b4): this is your file, fill in the stubs.
 """Chapter 01 exercises: RMSNorm, SwiGLU, and a bank of experts in the checkpoint layout.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 1`. Shapes: T tokens, D model width, F hidden width, E experts.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 1`. Shapes: T tokens, D model width, F hidden
+width, E experts.
 """
 
 import torch

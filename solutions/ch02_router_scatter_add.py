@@ -1,9 +1,9 @@
 """Chapter 02 exercises: the router, dispatch by sorting, sparse experts with a scatter-add combine, and the dense
 emulation that transformers uses.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 2`. Shapes: T tokens, D model width, F hidden width of one expert, E experts,
-K experts per token (top-k), N = T·K (token, expert) assignments.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 2`. Shapes: T tokens, D model width, F hidden
+width of one expert, E experts, K experts per token (top-k), N = T·K (token, expert) assignments.
 """
 
 import torch
