@@ -114,7 +114,7 @@ def print_table(record: dict) -> None:
     for q in TABLE:
         vs = [r["values"][q] for r in runs]
         print(f"{q:<22}" + "".join(f"{v:>9.3f}" for v in vs) + f"{min(vs):>9.3f}{max(vs):>9.3f}")
-    print("\ntests/test_posttrain.py::test_the_asserted_claims_hold_in_every_measured_run checks the claims on these runs")
+    print("\n(tests/test_posttrain.py::test_the_asserted_claims_hold_in_every_measured_run checks the claims on them)")
 
 
 def main() -> None:

@@ -280,7 +280,8 @@ def _key(config: Llama4Config, tc: VLMTrainConfig, profile: str) -> str:
     """The recipe, the profile, the tokenizer, the code that makes the data and trains (this module and everything it
     imports) and the runtime."""
     tokenizer = hashlib.sha256(TOKENIZER_ASSET.read_bytes()).hexdigest()
-    return cache_key({"config": asdict(config), "train": asdict(tc), "profile": profile, "tokenizer": tokenizer}, __name__)
+    payload = {"config": asdict(config), "train": asdict(tc), "profile": profile, "tokenizer": tokenizer}
+    return cache_key(payload, __name__)
 
 
 def pretrained_vlm(name: str = "mini-vlm", profile: str | None = None, verbose: bool = True):
