@@ -63,7 +63,7 @@ def test_zoo_trains_once_then_loads_the_same_model(tmp_path, monkeypatch):
                                                         num_hidden_layers=2)
     tiny = zoo.Recipe("tiny", "a test recipe", cfg, TrainConfig(steps=3, batch_size=2, seq_len=16, eval_every=3,
                                                                  eval_batches=1, warmup_steps=1))
-    monkeypatch.setattr(zoo, "recipes", lambda profile=None: {"tiny": tiny})
+    monkeypatch.setattr(zoo, "recipes", lambda profile=None, seed=0: {"tiny": tiny})
     calls = []
     real_train = zoo.train
     monkeypatch.setattr(zoo, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))

@@ -77,15 +77,32 @@ def test_greedy_generate_with_cache_equals_full_recompute(model):
 
 
 def test_generate_stops_at_eos_and_pads_finished_rows(model):
-    x = ids(2, 4)
-    free = model.generate(x, max_new_tokens=12)
-    eos = int(free[0, 6])  # the third generated token of row 0
-    out = model.generate(x, max_new_tokens=12, eos_token_id=[eos])
-    assert (out[0, 6:] == eos).all()
-    hit = (out[1, 4:] == eos).nonzero()
-    if len(hit):
-        assert (out[1, 4 + int(hit[0]):] == eos).all()
-    assert out.shape[1] <= 16
+    x = ids(3, 4)
+    free = model.generate(x, max_new_tokens=12)[:, 4:]  # no eos: every row runs the full 12 tokens
+    # an eos that row 0 emits at its third new token and row 2 never emits; row 1 emits it (if at all) later
+    for k in range(2, 12):
+        eos = int(free[0, k])
+        if eos not in free[0, :k].tolist() and eos not in free[2].tolist():
+            break
+    else:
+        pytest.fail("no token of row 0 is missing from row 2: change the prompt seed")
+    out = model.generate(x, max_new_tokens=12, eos_token_id=[eos])[:, 4:]
+    assert torch.equal(out, model.generate(x, max_new_tokens=12, eos_token_id=eos)[:, 4:])  # an int works too
+    assert out.shape == (3, 12)  # row 2 never stops, so nobody stops early
+    for row in range(3):
+        hits = (free[row] == eos).nonzero().flatten().tolist()
+        stop = hits[0] + 1 if hits else 12  # up to and including its first eos
+        assert out[row, :stop].tolist() == free[row, :stop].tolist(), row
+        assert (out[row, stop:] == eos).all(), row  # then padding
+    assert (free[0] == eos).nonzero()[0].item() == k and not (free[2] == eos).any()
+    # when every row has emitted one of the eos tokens, generation ends there
+    stops = [int(free[r, 2 + r]) for r in range(3)]
+    out = model.generate(x, max_new_tokens=12, eos_token_id=stops)[:, 4:]
+    first = [next(i for i, t in enumerate(free[r].tolist()) if t in stops) for r in range(3)]
+    assert out.shape == (3, max(first) + 1)
+    for row in range(3):
+        assert out[row, :first[row] + 1].tolist() == free[row, :first[row] + 1].tolist()
+        assert (out[row, first[row] + 1:] == stops[0]).all()
 
 
 def test_sampling_is_seeded_and_top_p_restricts_the_support():
@@ -104,10 +121,21 @@ def test_sampling_is_seeded_and_top_p_restricts_the_support():
 
 
 def test_sampled_generate_is_reproducible(model):
-    x = ids(1, 5)
-    a = model.generate(x, 10, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(3))
-    b = model.generate(x, 10, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(a, b)
+    x = ids(2, 5)
+    gen = lambda seed, **kw: model.generate(x, 16, generator=torch.Generator().manual_seed(seed), **kw)  # noqa: E731
+    a = gen(3, temperature=0.8, top_p=0.9)
+    assert torch.equal(a, gen(3, temperature=0.8, top_p=0.9))  # same seed, same settings: same tokens
+    assert not torch.equal(a, gen(4, temperature=0.8, top_p=0.9))  # another seed
+    assert not torch.equal(a, gen(3, temperature=2.0, top_p=0.9))  # another temperature, same seed
+    assert not torch.equal(gen(3, temperature=1.0), gen(3, temperature=1.0, top_p=0.5))  # another top_p
+    # greedy: each token the argmax of a full forward pass over what came before
+    greedy = x
+    with torch.no_grad():
+        for _ in range(16):
+            greedy = torch.cat([greedy, model(greedy)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(gen(3, temperature=0.0), greedy) and torch.equal(gen(4, temperature=0.0, top_p=0.5), greedy)
+    assert torch.equal(gen(3, temperature=1.0, top_p=1e-6), greedy)  # a nucleus of one token: the argmax
+    assert not torch.equal(gen(3, temperature=1.0), greedy)
 
 
 def test_bad_token_ids_and_shapes(model):

@@ -340,15 +340,41 @@ def test_shapes_encoding_puts_labels_on_the_answer_only():
         assert torch.equal(b.labels[i, n - 1:n - 1 + len(target)], b.input_ids[i, n:n + len(target)])
 
 
+class ScriptedVLM(torch.nn.Module):
+    """Teacher-forced predictions scripted from a batch: the right answer tokens, except at the (row, k-th answer
+    token) pairs in `wrong`; prompt positions predict token 7, which `accuracy` must ignore."""
+
+    def __init__(self, config, batch, wrong):
+        super().__init__()
+        self.config, self.batch, self.wrong = config, batch, wrong
+
+    def forward(self, input_ids, pixel_values=None):
+        assert torch.equal(input_ids, self.batch.input_ids)
+        labels = self.batch.labels
+        pred = torch.where(labels == -100, 7, labels)
+        for row, k in self.wrong:
+            pos = (labels[row] != -100).nonzero().flatten()[k]
+            pred[row, pos] = (labels[row, pos] + 1) % self.config.vocab_size
+        return torch.nn.functional.one_hot(pred, self.config.vocab_size).float()
+
+
 def test_blind_model_cannot_see_and_accuracy_is_exact_match():
     from minillama4.course import shapes
 
+    config = shapes.vlm_config()
+    exs = shapes.make_examples(30, seed=5)  # tasks in turn: colour, where, which_image, colour, ...
+    b = shapes.encode(exs, config.vision_config.tokens_per_tile)
+    answer_tokens = (b.labels[:3] != -100).sum(-1).tolist()  # answer + <|eot|>: "blue" 4, "top left" 4, "first" 5
+    assert [ex.task for ex in exs[:3]] == list(shapes.TASKS) and min(answer_tokens) >= 4
+    # one wrong token per task: row 0's first, row 1's closing <|eot|>, one in the middle of row 2's answer
+    acc = shapes.accuracy(ScriptedVLM(config, b, [(0, 0), (1, answer_tokens[1] - 1), (2, 2)]), exs)
+    assert acc == {t: 0.9 for t in shapes.TASKS}
+    acc = shapes.accuracy(ScriptedVLM(config, b, [(0, 1), (3, 2), (6, 3), (4, 0)]), exs)
+    assert acc == {"colour": 0.7, "where": 0.9, "which_image": 1.0}
+    assert shapes.accuracy(ScriptedVLM(config, b, []), exs) == {t: 1.0 for t in shapes.TASKS}
+
     torch.manual_seed(0)
-    model = Llama4(shapes.vlm_config()).eval()
-    exs = shapes.make_examples(30, seed=5)
-    acc = shapes.accuracy(model, exs)
-    assert set(acc) == set(shapes.TASKS) and all(0 <= a <= 1 for a in acc.values())
-    b = shapes.encode(exs, model.config.vision_config.tokens_per_tile)
+    model = Llama4(config).eval()
     with torch.no_grad():  # the blind path ignores the pixels entirely
         blind1 = shapes.answer_loss(model, b, see_images=False)[1]
         b.pixel_values = torch.zeros_like(b.pixel_values)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cachekey import cache_key
 from .tokenizer import ASSET as TOKENIZER_ASSET
 from .tokenizer import BPETokenizer
 
@@ -139,7 +140,8 @@ def course_tokens(split: str, vocab_size: int = VOCAB_SIZE) -> TokenStream:
         raise ValueError(f"the course corpus is encoded with a {tok.vocab_size}-token vocabulary; "
                          f"a model with vocab_size={vocab_size} cannot read it")
     docs = split_documents(split)
-    key = hashlib.sha256(TOKENIZER_ASSET.read_bytes() + "".join(d.text for d in docs).encode()).hexdigest()[:12]
+    text = hashlib.sha256(TOKENIZER_ASSET.read_bytes() + "".join(d.text for d in docs).encode()).hexdigest()
+    key = cache_key({"split": split, "text": text}, __name__, runtime_dependent=False)  # + the encoding code
     path = cache_dir() / "data" / f"{split}-{key}.npz"
     if path.is_file():
         z = np.load(path)

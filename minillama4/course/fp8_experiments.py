@@ -27,17 +27,16 @@ from ..fp8 import E4M3, E5M2, Fp8Stats, fp8_training
 from ..model import Llama4
 from ..quant import dequantize_int4, quantize_int4, quantize_model, weight_bytes
 from ..train import TrainConfig, evaluate, seed_everything, train
+from .cachekey import cache_key
 from .data import cache_dir, course_tokens
 from .profile import by_profile, current_profile
 
-TRAINING_CODE_VERSION = 1  # bump when a change here changes the results of training_comparison
-QUALITY_CODE_VERSION = 2  # ... of quality_comparison
 
 
-def _cached(name: str, payload: dict, version: int, compute) -> dict:
-    """compute() once per payload (a JSON-able dict of everything the result depends on) and code version, then
-    read from disk."""
-    key = hashlib.sha256(json.dumps({**payload, "code": version}, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def _cached(name: str, payload: dict, compute) -> dict:
+    """compute() once per payload (a JSON-able dict of everything the result depends on) and the code that computes
+    it (this module and what it imports, see cachekey.py), then read from disk."""
+    key = cache_key(json.loads(json.dumps(payload, sort_keys=True, default=str)), __name__)
     path = cache_dir() / "fp8" / f"{name}-{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
@@ -110,7 +109,7 @@ def training_comparison(profile: str | None = None, progress: bool = True) -> di
 
     data = hashlib.sha256(train_data.ids.numpy().tobytes()).hexdigest()[:12]
     return _cached(f"training-{p}", {"config": asdict(config), "train": asdict(tc), "variants": PRECISIONS,
-                                     "data": data}, TRAINING_CODE_VERSION, compute)
+                                     "data": data}, compute)
 
 
 def final_gaps(run: dict, last: int = 2) -> dict:
@@ -187,7 +186,7 @@ def quality_comparison(profile: str | None = None, progress: bool = True) -> dic
         return out
 
     return _cached(f"quality-{p}", {"chat": _fingerprint(chat_rec["metrics"]), "base": _fingerprint(base_hist.to_dict()),
-                                    "eval_per_level": r.eval_per_level, "val": asdict(tc)}, QUALITY_CODE_VERSION,
+                                    "eval_per_level": r.eval_per_level, "val": asdict(tc)},
                    compute)
 
 

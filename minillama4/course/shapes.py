@@ -33,11 +33,13 @@ import torch.nn.functional as F
 
 from ..checkpoint import from_pretrained, save_pretrained
 from ..config import Llama4Config
+from .cachekey import cache_key
 from .data import cache_dir, course_tokenizer, display_path
 from ..image import expand_image_tokens, normalize
 from ..losses import load_balancing_loss
 from ..model import Llama4
 from .profile import by_profile, current_profile
+from .tokenizer import ASSET as TOKENIZER_ASSET
 from ..train import seed_everything
 from ..train.pretrain import lr_at, optimizer_step
 from ..vision import VisionConfig
@@ -48,7 +50,6 @@ KINDS = ("square", "circle")
 CELLS = ("top left", "top right", "bottom left", "bottom right")  # row-major over the 2×2 grid
 TASKS = ("colour", "where", "which_image")
 CHANCE = {"colour": 1 / len(COLOURS), "where": 1 / len(CELLS), "which_image": 1 / 2}
-TRAINING_CODE_VERSION = 1  # bump when the data or the loop change in a way that changes results
 
 
 # ------------------------------------------------------------------------------------------------- images
@@ -275,10 +276,12 @@ def train_vlm(model: Llama4, cfg: VLMTrainConfig, progress: bool = True, desc: s
     return hist
 
 
-def _fingerprint(config: Llama4Config, tc: VLMTrainConfig, profile: str) -> str:
-    blob = json.dumps({"config": asdict(config), "train": asdict(tc), "profile": profile,
-                       "code": TRAINING_CODE_VERSION, "tokenizer": course_tokenizer().merges[:64]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def _key(config: Llama4Config, tc: VLMTrainConfig, profile: str) -> str:
+    """The recipe, the profile, the tokenizer, the code that makes the data and trains (this module and everything it
+    imports) and the runtime."""
+    tokenizer = hashlib.sha256(TOKENIZER_ASSET.read_bytes()).hexdigest()
+    payload = {"config": asdict(config), "train": asdict(tc), "profile": profile, "tokenizer": tokenizer}
+    return cache_key(payload, __name__)
 
 
 def pretrained_vlm(name: str = "mini-vlm", profile: str | None = None, verbose: bool = True):
@@ -288,7 +291,7 @@ def pretrained_vlm(name: str = "mini-vlm", profile: str | None = None, verbose: 
     if name not in all_recipes:
         raise ValueError(f"unknown toy vision model {name!r}; available: {', '.join(all_recipes)}")
     config, tc = all_recipes[name]
-    path = cache_dir() / "models" / f"{name}-{profile}-{_fingerprint(config, tc, profile)}"
+    path = cache_dir() / "models" / f"{name}-{profile}-{_key(config, tc, profile)}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load

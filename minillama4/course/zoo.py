@@ -5,7 +5,8 @@
     model, history = pretrained("mini-behemoth")  # the distillation teacher: 8 wider experts top-1 + shared expert
 
 A recipe is a model config + a training config, scaled by the profile (MINILLAMA4_PROFILE = ci | laptop | gpu).
-The cache key hashes the recipe, the profile and the training data, so changing any of them retrains.
+The cache key (`cachekey.cache_key`) hashes the recipe, the profile, the training data, the code that trains the model
+and the runtime (torch version, thread count), so changing any of them retrains.
 Models are stored with `save_pretrained` (a transformers-loadable directory) next to `history.json`.
 """
 
@@ -16,17 +17,17 @@ import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from ..checkpoint import from_pretrained, save_pretrained
 from ..config import Llama4Config
+from .cachekey import cache_key
 from .data import cache_dir, course_tokens, display_path
 from ..model import Llama4
 from .profile import by_profile, current_profile
 from ..train import History, TrainConfig, seed_everything, train
-
-TRAINING_CODE_VERSION = 1  # bump when train.py changes in a way that changes results
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,12 @@ class Recipe:
     train: TrainConfig
 
 
-def recipes(profile: str | None = None) -> dict[str, Recipe]:
-    """All recipes, scaled for the profile."""
+def recipes(profile: str | None = None, seed: int = 0) -> dict[str, Recipe]:
+    """All recipes, scaled for the profile. `seed` (init and batch order) is 0 in the course; `bench/claims_spread.py`
+    trains others to measure how much a result owes to it."""
     steps = by_profile(ci=250, laptop=1200, gpu=3000, profile=profile)
     tc = TrainConfig(steps=steps, batch_size=16, seq_len=128, lr=3e-3, min_lr=3e-4, warmup_steps=min(50, steps // 5),
-                     eval_every=max(25, steps // 12), eval_batches=8, balance_coef=0.01, seed=0)
+                     eval_every=max(25, steps // 12), eval_batches=8, balance_coef=0.01, seed=seed)
     scout = Llama4Config.preset("toy")
     teacher_steps = by_profile(ci=200, laptop=600, profile=profile)
     return {
@@ -55,35 +57,40 @@ def recipes(profile: str | None = None) -> dict[str, Recipe]:
                                 scout.replace(num_local_experts=8, intermediate_size=384),
                                 TrainConfig(steps=teacher_steps, batch_size=16, seq_len=64, lr=4e-3, min_lr=4e-4,
                                             warmup_steps=min(50, teacher_steps // 5), eval_every=teacher_steps // 4,
-                                            eval_batches=8, balance_coef=0.01, seed=0)),
+                                            eval_batches=8, balance_coef=0.01, seed=seed)),
     }
 
 
-def _fingerprint(recipe: Recipe, profile: str, data: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"config": asdict(recipe.config), "train": asdict(recipe.train), "profile": profile,
-                         "code": TRAINING_CODE_VERSION}, sort_keys=True).encode())
-    h.update(str(data.numel()).encode())
-    h.update(data[:4096].numpy().tobytes())
-    return h.hexdigest()[:12]
+def cache_path(recipe: Recipe, profile: str, data: torch.Tensor) -> Path:
+    """Where the model of `recipe` trained on `data` is cached: keyed by the recipe, the profile, the data, the code
+    of this module and everything it imports, and the runtime."""
+    payload = {"config": asdict(recipe.config), "train": asdict(recipe.train), "profile": profile,
+               "data": hashlib.sha256(data.numpy().tobytes()).hexdigest()}
+    return cache_dir() / "models" / f"{recipe.name}-{profile}-{cache_key(payload, __name__)}"
 
 
-def pretrained(name: str, profile: str | None = None, verbose: bool = True) -> tuple[Llama4, History]:
+def pretrained(name: str, profile: str | None = None, verbose: bool = True, seed: int = 0) -> tuple[Llama4, History]:
     """The trained toy model `name` and its training history; trains (once) if it is not cached yet."""
+    path = pretrained_path(name, profile, verbose, seed)
+    model = from_pretrained(path, dtype=torch.float32)
+    return model.eval(), History.from_dict(json.loads((path / "history.json").read_text()))
+
+
+def pretrained_path(name: str, profile: str | None = None, verbose: bool = True, seed: int = 0) -> Path:
+    """The cache directory of the trained toy model `name`; trains it (once) if it is not cached yet."""
     profile = profile or current_profile()
-    all_recipes = recipes(profile)
+    all_recipes = recipes(profile, seed)
     if name not in all_recipes:
         raise ValueError(f"unknown toy model {name!r}; available: {', '.join(all_recipes)}")
     recipe = all_recipes[name]
     train_data = course_tokens("train", vocab_size=recipe.config.vocab_size)
-    path = cache_dir() / "models" / f"{name}-{profile}-{_fingerprint(recipe, profile, train_data.ids)}"
+    path = cache_path(recipe, profile, train_data.ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two processes asking at once: one trains, the other waits and loads
         if not (path / "history.json").is_file():
             _train_and_save(recipe, profile, train_data, path, verbose)
-    model = from_pretrained(path, dtype=torch.float32)
-    return model.eval(), History.from_dict(json.loads((path / "history.json").read_text()))
+    return path
 
 
 def _train_and_save(recipe: Recipe, profile: str, train_data, path, verbose: bool) -> None:

@@ -8,14 +8,14 @@ Every stage is evaluated greedily on the same held-out questions (`tasks.eval_se
 and format rate (the reply is exactly `The answer is N.`), overall and per level. `report.json` holds one entry per
 stage; plots of the curves and the report card are written next to it.
 
-Stages are cached in `cache_dir()/posttrain/` under a fingerprint of the base model and of the configs of that stage
-and every stage before it, so changing the DPO settings reuses the SFT and RL models.
+Stages are cached in `cache_dir()/posttrain/` under a key (`cachekey.cache_key`) of the base model, the configs of that
+stage and every stage before it, the post-training code and the runtime (torch version, thread count): changing the
+DPO settings reuses the SFT and RL models; changing the code of any stage trains them again.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import shutil
 import time
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import from_pretrained, save_pretrained
+from ..course.cachekey import cache_key
 from ..course.data import cache_dir, course_tokenizer
 from ..course.profile import by_profile, current_profile
 from ..course.tasks import eval_set
@@ -34,7 +35,6 @@ from .rollout import evaluate
 from .sft import SFTConfig, train_sft
 
 STAGES = ("base", "sft", "rl", "dpo")
-POSTTRAIN_CODE_VERSION = 2  # bump when a stage's code changes in a way that changes its results
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,12 @@ class PosttrainRecipe:
     rl: RLConfig
     dpo: DPOConfig
     eval_per_level: int  # held-out questions per skill and level
+    seed: int = 0  # seeds the base model's pretraining and every stage (0 in the course)
 
 
-def recipe(profile: str | None = None) -> PosttrainRecipe:
-    """The pipeline's settings, scaled by the profile."""
+def recipe(profile: str | None = None, seed: int = 0) -> PosttrainRecipe:
+    """The pipeline's settings, scaled by the profile. `bench/claims_spread.py` runs seeds other than 0 to measure how
+    much each result owes to the seed."""
     p = profile or current_profile()
     # Llama 4's balance: a lightweight SFT and a heavier online RL stage on harder and harder prompts, which has
     # something left to learn. laptop: 150 SFT steps reach 85% held-out accuracy, RL takes it to 99.7%; with 400 SFT
@@ -65,43 +67,41 @@ def recipe(profile: str | None = None) -> PosttrainRecipe:
         sft=SFTConfig(steps=sft_steps, batch_size=32, lr=3e-3, warmup_steps=min(20, sft_steps // 5),
                       pool_size=by_profile(ci=3000, laptop=8000, profile=p), keep_fraction=0.5,
                       judge_at=sft_steps // 3,
-                      canonical_fraction=0.2, eval_every=max(25, sft_steps // 6)),
+                      canonical_fraction=0.2, eval_every=max(25, sft_steps // 6), seed=seed),
         rl=RLConfig(steps=rl_steps, prompts_per_step=16, group_size=8, lr=5e-4, kl_coef=0.3, ppo_epochs=2,
-                    max_rounds=4, eval_every=10),
+                    max_rounds=4, eval_every=10, seed=seed),
         dpo=DPOConfig(steps=dpo_steps, pairs_per_step=16, pool_prompts=by_profile(ci=160, laptop=320, profile=p),
-                      beta=0.1, lr=1e-4, nll_coef=0.2, eval_every=max(10, dpo_steps // 4)),
+                      beta=0.1, lr=1e-4, nll_coef=0.2, eval_every=max(10, dpo_steps // 4), seed=seed),
         eval_per_level=50,
+        seed=seed,
     )
 
 
 def _stage_key(r: PosttrainRecipe, name: str, base_path: Path, profile: str) -> str:
-    """Fingerprint of a stage: the base model, the eval set size and the configs up to and including this stage."""
+    """Key of a stage: the base model, the eval set size, the configs up to and including this stage, the code of the
+    pipeline (this module and everything it imports) and the runtime."""
     upto = STAGES[:STAGES.index(name) + 1]
-    payload = {"base": base_path.name, "profile": profile, "eval_per_level": r.eval_per_level,
-               "code": POSTTRAIN_CODE_VERSION}
+    payload = {"base": base_path.name, "profile": profile, "eval_per_level": r.eval_per_level}
     payload.update({s: asdict(getattr(r, s)) for s in upto if s != "base"})
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return cache_key(payload, __name__)
 
 
-def _base_path(name: str, profile: str) -> Path:
+def _base_path(r: PosttrainRecipe, profile: str) -> Path:
     from ..course import zoo
 
-    zoo.pretrained(name, profile=profile)  # trains it once if it is not cached yet
-    rec = zoo.recipes(profile)[name]
-    data = zoo.course_tokens("train", vocab_size=rec.config.vocab_size)
-    return cache_dir() / "models" / f"{name}-{profile}-{zoo._fingerprint(rec, profile, data.ids)}"
+    return zoo.pretrained_path(r.base, profile, seed=r.seed)  # trains it once if it is not cached yet
 
 
-def stage(name: str, profile: str | None = None, progress: bool = True):
+def stage(name: str, profile: str | None = None, progress: bool = True, seed: int = 0):
     """(model, record) of a finished stage, trained on first use (with every stage before it) and then cached.
     record = {"metrics": held-out evaluation, "history": the stage's training curves, "cpu_seconds": …}."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
     profile = profile or current_profile()
-    r = recipe(profile)
+    r = recipe(profile, seed)
     tok = course_tokenizer()
     evals = eval_set(r.eval_per_level)
-    base_path = _base_path(r.base, profile)
+    base_path = _base_path(r, profile)
     if name == "base":
         path = cache_dir() / "posttrain" / f"base-{profile}-{_stage_key(r, 'base', base_path, profile)}"
         path.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def stage(name: str, profile: str | None = None, progress: bool = True):
         fcntl.flock(lock, fcntl.LOCK_EX)  # two processes asking at once: one trains, the other waits and loads
         if not (path / "record.json").is_file():
             prev = STAGES[STAGES.index(name) - 1]
-            model, _ = stage(prev, profile, progress)
+            model, _ = stage(prev, profile, progress, seed)
             t0 = time.process_time()
             if name == "sft":
                 hist = train_sft(model, tok, r.sft, evals, progress=progress, desc="sft")
@@ -147,7 +147,7 @@ ABLATION_VARIANTS = {  # RLConfig changes from the recipe's RL stage (which drop
 }
 
 
-def rl_ablation(profile: str | None = None, progress: bool = True) -> dict:
+def rl_ablation(profile: str | None = None, progress: bool = True, seed: int = 0) -> dict:
     """What dropping zero-advantage groups does: RL from the same SFT model, with the same seed and the same number of
     update steps, in three variants (ABLATION_VARIANTS): the recipe's (drop them and sample more prompts to refill the
     batch, DAPO's dynamic sampling), drop them without refilling, and keep every group. The first is the "rl" stage
@@ -156,17 +156,16 @@ def rl_ablation(profile: str | None = None, progress: bool = True) -> dict:
     Returns {"variants": {name: {"config": …, "metrics": held-out evaluation, "history": RLHistory dict,
     "cpu_seconds": …}}, "sft_metrics": …}; `ablation_table` turns it into one row per variant."""
     profile = profile or current_profile()
-    r = recipe(profile)
-    base_path = _base_path(r.base, profile)
+    r = recipe(profile, seed)
+    base_path = _base_path(r, profile)
     payload = {"rl_key": _stage_key(r, "rl", base_path, profile), "variants": ABLATION_VARIANTS}
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / "posttrain" / f"rl-ablation-{profile}-{key}.json"
+    path = cache_dir() / "posttrain" / f"rl-ablation-{profile}-{cache_key(payload, __name__)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.is_file():
-            _, sft_rec = stage("sft", profile, progress)
-            _, rl_rec = stage("rl", profile, progress)
+            _, sft_rec = stage("sft", profile, progress, seed)
+            _, rl_rec = stage("rl", profile, progress, seed)
             tok = course_tokenizer()
             evals = eval_set(r.eval_per_level)
             out = {"profile": profile, "sft_metrics": sft_rec["metrics"], "variants": {}}
@@ -175,7 +174,7 @@ def rl_ablation(profile: str | None = None, progress: bool = True) -> dict:
                 if cfg == r.rl:
                     rec = rl_rec
                 else:
-                    model, _ = stage("sft", profile, progress)
+                    model, _ = stage("sft", profile, progress, seed)
                     t0 = time.process_time()
                     hist = train_rl(model, tok, cfg, evals, progress=progress, desc=f"rl ({name})")
                     rec = {"metrics": evaluate(model, tok, evals), "history": hist.to_dict(),
@@ -235,13 +234,13 @@ def _head_tail(xs: list[float]) -> tuple[float, float]:
     return sum(xs[:k]) / k, sum(xs[-k:]) / k
 
 
-def run(profile: str | None = None, out: str | Path | None = None, progress: bool = True) -> dict:
+def run(profile: str | None = None, out: str | Path | None = None, progress: bool = True, seed: int = 0) -> dict:
     """Run (or load from the cache) every stage; write DIR/report.json and plots when `out` is given."""
     profile = profile or current_profile()
     t0 = time.process_time()
     records = {}
     for name in STAGES:
-        _, records[name] = stage(name, profile, progress)
+        _, records[name] = stage(name, profile, progress, seed)
     report = {"profile": profile, "stages": [stage_summary(n, records[n]) for n in STAGES],
               "cpu_seconds_this_call": time.process_time() - t0,
               "cpu_seconds_training": sum(records[n]["cpu_seconds"] for n in STAGES)}
