@@ -112,10 +112,13 @@ def _our_name(hf_name: str, vision: bool) -> str | None:
 
 
 def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                    quantize: str | None = None, progress: bool | None = None) -> Llama4:
+                    quantize: str | None = None, progress: bool | None = None,
+                    expert_parallel: bool | str = False) -> Llama4:
     """Build a Llama4 from a Hugging Face checkpoint directory. dtype None keeps the stored dtype.
     quantize="int4": stream the shards, quantizing the routed and shared experts on `device` as they arrive
-    (see `_load_int4`). progress: a progress bar over shards and GB (None: only on a terminal)."""
+    (see `_load_int4`). progress: a progress bar over shards and GB (None: only on a terminal).
+    expert_parallel=True inside an initialised torch.distributed process group: this rank builds and reads only its
+    E/N experts of each MoE layer (`parallel.py`); "tensor": its F/N slice of every expert (Meta's split)."""
     if quantize not in (None, "int4"):
         raise ValueError(f"quantize={quantize!r} is not supported; choose None or 'int4'")
     path = Path(path)
@@ -123,6 +126,9 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     config = load_config(path)
     with torch.device("meta"):
         model = Llama4(config)
+    if expert_parallel:
+        from .parallel import shard_model
+        shard_model(model, "expert" if expert_parallel is True else expert_parallel)
     expected = {name: p for name, p in model.named_parameters()}  # tied lm_head appears once, as embed_tokens
 
     found: dict[str, str] = {}
@@ -141,8 +147,12 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(f"{path}: missing tensor(s): {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    view = _whole
+    if expert_parallel:  # this rank's view of each shard: expert tensors show (and read) only its part
+        from .parallel import checkpoint_view
+        view = checkpoint_view(model, files, found)
     if quantize == "int4":
-        return _load_int4(model, files, found, dtype, device, progress)
+        return _load_int4(model, files, found, dtype, device, progress, view)
 
     by_file: dict[Path, list[str]] = {}
     for ours, hf_name in found.items():
@@ -150,6 +160,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     loaded: dict[str, torch.Tensor] = {}
     for file, names in sorted(by_file.items()):  # one (memory-mapped) shard at a time
         with _open(file) as f:
+            f = view(f, file)
             for ours in names:
                 t = _read_tensor(f, file, found[ours], tuple(expected[ours].shape))
                 if dtype is None:
@@ -162,7 +173,12 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     return model.eval()
 
 
-def _load_int4(model: Llama4, files: dict[str, Path], found: dict[str, str], dtype, device, progress,
+def _whole(f, file: Path):
+    """An open shard as a single process reads it: every tensor whole."""
+    return f
+
+
+def _load_int4(model: Llama4, files: dict[str, Path], found: dict[str, str], dtype, device, progress, view,
                group_size: int = GROUP_SIZE) -> Llama4:
     """The streaming int4 loader. The MoE layers' experts and shared experts are swapped for empty int4 modules;
     then the shards are read one at a time (memory-mapped), and each tensor is moved to `device` and either placed
@@ -170,11 +186,11 @@ def _load_int4(model: Llama4, files: dict[str, Path], found: dict[str, str], dty
     read, moved and quantized one expert at a time. So the memory in use is the quantized model so far plus the
     mapped shard and one tensor (or one expert) in full precision, never the bf16 model."""
     config, device = model.config, torch.device(device)
-    for layer in model.layers:  # meta → empty int4 modules (the buffers arrive with the shards)
+    for layer in model.layers:  # meta → empty int4 modules of the same shapes (the buffers arrive with the shards)
         if layer.is_moe:
             moe = layer.feed_forward
-            moe.experts = Int4ExpertBank(config.num_local_experts, config.hidden_size, config.intermediate_size, group_size)
-            moe.shared_expert = int4_swiglu(config.hidden_size, config.intermediate_size, group_size)
+            moe.experts = Int4ExpertBank(moe.experts.num_experts, moe.experts.dim, moe.experts.hidden, group_size)
+            moe.shared_expert = int4_swiglu(config.hidden_size, moe.shared_expert.gate_proj.out_features, group_size)
     by_file: dict[Path, list[str]] = {}
     for ours, hf_name in found.items():
         by_file.setdefault(files[hf_name], []).append(ours)
@@ -185,6 +201,7 @@ def _load_int4(model: Llama4, files: dict[str, Path], found: dict[str, str], dty
     for i, (file, names) in enumerate(sorted(by_file.items()), 1):
         bar.set_description(f"int4 load: shard {i}/{len(by_file)}")
         with _open(file) as f:
+            f = view(f, file)
             for ours in names:
                 module_name, _, leaf = ours.rpartition(".")
                 module = model.get_submodule(module_name)
