@@ -32,8 +32,8 @@ Autograd flows through the exchange: the backward of an all-to-all is the all-to
 Whose tokens (`tokens=`):
   "own"         every rank has its own tokens (data parallel training: each rank a slice of the batch);
   "replicated"  every rank runs the same tokens (one prompt: `generate`, the CLI under torchrun). At each MoE layer
-                rank r takes a contiguous 1/N of the rows, only those go through steps 1-6, and an all-gather puts
-                the layer's output back together on every rank.
+                rank r sends only a contiguous 1/N of the rows through steps 1-5, and an all-gather puts the routed
+                experts' output back together on every rank.
 
 Meta's reference code splits the experts the other way (`TensorParallelMoE`, `kind="tensor"`): every rank holds
 every expert but only F/N of its hidden units (gate and up by columns, down by rows), runs every token, and one
@@ -206,26 +206,28 @@ class ExpertParallelMoE(nn.Module):
         self.experts = ExpertBank(num_experts // N, dim, hidden)  # experts lo … hi - 1
         self.shared_expert = SwiGLU(dim, hidden)
 
-    def moe(self, x_TD: torch.Tensor, routing: RouterOutput) -> torch.Tensor:
-        """Steps 1-6 on these rows: shared(x) + Σ over each row's experts, wherever they live."""
-        x_ND, token_N, counts_E = sort_by_expert(x_TD, routing.indices, routing.scores, self.num_experts)
+    def routed(self, x_TD: torch.Tensor, indices_TK: torch.Tensor, scores_TK: torch.Tensor) -> torch.Tensor:
+        """Steps 1-6 on these rows, without the shared expert: Σ over each row's experts, wherever they live."""
+        x_ND, token_N, counts_E = sort_by_expert(x_TD, indices_TK, scores_TK, self.num_experts)
         y_ND = exchange(self.experts, x_ND, counts_E, self.group)
-        return self.shared_expert(x_TD) + combine(y_ND, token_N, x_TD.shape[0])
+        return combine(y_ND, token_N, x_TD.shape[0])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterOutput]:
         x_TD = x.reshape(-1, x.shape[-1])
         routing = self.router(x_TD)
         if self.tokens == "own":
-            return self.moe(x_TD, routing).view_as(x), routing
-        # the same tokens on every rank: each takes its block of rows [a, b); the others' blocks come by all-gather
-        N, r = _rank(self.group)
-        T = x_TD.shape[0]
-        S = -(-T // N)  # rows per block, the last ones may be shorter or empty
-        a, b = min(r * S, T), min((r + 1) * S, T)
-        x_in, scores = _CopyToRanks.apply(x_TD, self.group), _CopyToRanks.apply(routing.scores, self.group)
-        mine = RouterOutput(routing.logits[a:b], routing.indices[a:b], scores[a:b])
-        out_TD = _GatherRows.apply(self.moe(x_in[a:b], mine), (a, b), T, self.group)
-        return out_TD.view_as(x), routing
+            routed_TD = self.routed(x_TD, routing.indices, routing.scores)
+        else:  # the same rows on every rank: each sends its block [a, b); the others' blocks come by all-gather
+            N, r = _rank(self.group)
+            T = x_TD.shape[0]
+            S = -(-T // N)  # rows per block; the last blocks may be shorter, or empty
+            a, b = min(r * S, T), min((r + 1) * S, T)
+            # only this rank's rows reach the experts from here: their gradients are summed over the ranks
+            x_in, scores = _CopyToRanks.apply(x_TD, self.group), _CopyToRanks.apply(routing.scores, self.group)
+            routed_TD = _GatherRows.apply(self.routed(x_in[a:b], routing.indices[a:b], scores[a:b]), (a, b), T,
+                                          self.group)
+        # the shared expert is replicated like attention: every rank runs it on all of its rows
+        return (self.shared_expert(x_TD) + routed_TD).view_as(x), routing
 
     def sharded_parameters(self) -> list[nn.Parameter]:
         """The parameters that differ between ranks (this rank's experts)."""
@@ -443,6 +445,7 @@ def data_parallel(model: nn.Module) -> nn.Module:
     group = _group_of(model)
     N = dist.get_world_size(group)
     sharded = {id(p) for p in sharded_parameters(model)}
+    # DDP's documented way to leave parameters out of its all-reduce
     DDP._set_params_and_buffers_to_ignore_for_model(model, [n for n, p in model.named_parameters() if id(p) in sharded])
     for p in sharded_parameters(model):
         p.register_hook(lambda g: g / N)
