@@ -13,7 +13,11 @@ What it measures
    another rank's experts; in the combine, per row another rank routed to r's experts; before both, the count
    exchange sends E/N int64 to each other rank. The script asserts measured == computed, exactly, at every call.
    Under uniform routing the expectation per token per MoE layer and direction is k · D · bytes · (N − 1) / N.
-3. Computed (no run): Maverick (D 5120, 128 experts top-1, 24 MoE layers) on 8 GPUs in bf16: all-to-all bytes per
+3. With --train-steps: the toy pretraining (mini-scout recipe, ci profile, global batch 16 × 128) on 1, 2, 4
+   ranks, data + expert parallel: the largest difference of the train loss from the 1-process run over the steps,
+   with the balancing loss off (then only the order of floating-point sums differs) and at the recipe's 0.01
+   (each rank computes it from its own tokens' routing).
+4. Computed (no run): Maverick (D 5120, 128 experts top-1, 24 MoE layers) on 8 GPUs in bf16: all-to-all bytes per
    token, vs the all-reduce of Meta's tensor-parallel experts; per-GPU weight memory in bf16 / fp8 / int4; and the
    fewest H100 80 GB / H200 141 GB that hold Scout and Maverick.
 
@@ -21,6 +25,7 @@ Run
 ---
     python bench/expert_parallel.py                      # 1, 2, 4 processes, 5 timed rounds after 2 warm-up
     python bench/expert_parallel.py --ranks 1 2 --rounds 1 --warmup 0 --json out.json    # a quick check
+    python bench/expert_parallel.py --train-steps 100     # also: the toy pretraining on 1, 2, 4 ranks, losses compared
 
 The processes share the machine's cores: on a 2-core machine 4 processes cannot run faster than 2.
 """
@@ -116,11 +121,40 @@ def _rank(rank: int, world: int, store: str, args, out: str) -> None:
     dist.destroy_process_group()
 
 
-def run(world: int, args) -> list[dict]:
+def run(world: int, args, fn=None) -> list[dict]:
+    """fn (default: the throughput and bytes run) on `world` ranks; each rank's saved result."""
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(_rank, args=(world, os.path.join(tmp, "store"), args, tmp), nprocs=world,
+        mp.start_processes(fn or _rank, args=(world, os.path.join(tmp, "store"), args, tmp), nprocs=world,
                            start_method="spawn")
-        return [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(world)]
+        return [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(world) if
+                os.path.exists(os.path.join(tmp, f"rank{r}.pt"))]
+
+
+def _train_rank(rank: int, world: int, store: str, args, out: str) -> None:
+    """The toy pretraining (mini-scout, ci profile) for args.train_steps steps at the recipe's global batch, with
+    the balancing loss at args.balance: on one process, or data + expert parallel on `world`."""
+    import dataclasses
+
+    from minillama4.course.data import course_tokens
+    from minillama4.course.zoo import recipes
+    from minillama4.train import seed_everything, train
+    from minillama4.train.distributed import train_parallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    r = recipes("ci")["mini-scout"]
+    tc = dataclasses.replace(r.train, steps=args.train_steps, balance_coef=args.balance,
+                             eval_every=args.train_steps)
+    train_ids, val_ids = (course_tokens(s, vocab_size=r.config.vocab_size).ids for s in ("train", "val"))
+    seed_everything(tc.seed)
+    model = minillama4.Llama4(r.config)
+    t0 = time.perf_counter()
+    fit = train_parallel if world > 1 else train
+    hist = fit(model, train_ids, val_ids, tc, progress=False)
+    if rank == 0:
+        torch.save(dict(train=hist.train_loss, val=hist.val_loss, s=time.perf_counter() - t0),
+                   os.path.join(out, "rank0.pt"))
+    dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------------------ the arithmetic
@@ -150,6 +184,26 @@ def maverick_tables() -> dict:
     return dict(volume=volume, memory=memory, fits=fits)
 
 
+def compare_training(args) -> dict:
+    """The toy pretraining on 1 and on N ranks at the same global batch: the largest train-loss difference over the
+    steps and the final validation losses, with the balancing loss off (the exact case) and at the recipe's 0.01."""
+    print(f"\ntoy pretraining (mini-scout, ci profile, global batch 16 × 128), {args.train_steps} steps, "
+          "1 thread per rank: largest |train loss(N) − train loss(1)| over the steps, final validation loss")
+    res = {}
+    for balance in (0.0, 0.01):
+        args.balance = balance
+        base = None
+        for world in args.ranks:
+            h = run(world, args, _train_rank)[0]
+            base = base or h
+            diff = max(abs(a - b) for a, b in zip(base["train"], h["train"]))
+            res[f"balance {balance} / {world}"] = dict(max_train_diff=diff, val=h["val"][-1], s=h["s"],
+                                                       final_train=h["train"][-1])
+            print(f"  balance_coef {balance:<5} {world} rank(s): max |Δ train| {diff:.2e}, final train "
+                  f"{h['train'][-1]:.4f}, val {h['val'][-1]:.4f}  ({h['s']:.0f} s)", flush=True)
+    return res
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -157,6 +211,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="also pretrain the toy model this many steps on each number of ranks and compare the losses")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -198,6 +254,8 @@ def main() -> None:
               f"all split: {even if even else '—'}")
     out["maverick"] = dict(volume=v, memory=m)
     out["fits"] = {" / ".join(k): v for k, v in t["fits"].items()}
+    if args.train_steps:
+        out["training"] = compare_training(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -1,6 +1,6 @@
 """Llama 4 over several processes: the routed experts split across the ranks of a torch.distributed group.
 
-Maverick's routed experts are 97% of its 400 B parameters; no single GPU holds them. Expert parallelism gives each
+Maverick's routed experts are 96% of its 400 B parameters; no single GPU holds them. Expert parallelism gives each
 of N ranks e = E/N whole experts (rank r holds experts r·e … r·e + e - 1) and sends every (token, expert) row to the
 rank that holds its expert, and back, with all-to-all. Everything else (embeddings, attention, router, shared
 expert, dense layers, lm_head) is replicated: every rank holds it whole.
@@ -12,7 +12,7 @@ One MoE layer, 2 ranks, 4 experts (e = 2 per rank), top-1, each rank with its ow
     sort        b | c a        (expert 0 | 2 3)       sort        f d |      (expert 0 1 |)
     send counts 1 | 2          (to rank 0 | rank 1)   send counts 2 | 0
                       ╲____________ all-to-all: counts first, then rows __________╱
-    received    b f d          (from rank 0 | 1)      received    c a        (from rank 0)
+    received    b | f d        (from rank 0 | 1)      received    c a |      (from rank 0 | 1)
     by expert   b f | d        (expert 0 | 1)         by expert   c | a      (expert 2 | 3)
                 experts 0, 1 run                                  experts 2, 3 run
                       ╱‾‾‾‾ all-to-all back: the same splits, swapped ‾‾‾‾╲
@@ -97,7 +97,8 @@ def rank_weight_bytes(config, world_size: int, expert_bytes: float = 2.0, other_
 
 # --------------------------------------------------------------------------------------------- the collectives
 def _all_to_all(x: torch.Tensor, recv_splits: list[int], send_splits: list[int], group) -> torch.Tensor:
-    """Rows [send_splits[s] for s] go to rank s; rows from rank s arrive, recv_splits[s] of them, in rank order."""
+    """The first send_splits[0] rows of x go to rank 0, the next send_splits[1] to rank 1, …; from each rank s come
+    recv_splits[s] rows, stacked in rank order."""
     out = x.new_empty(sum(recv_splits), *x.shape[1:])
     dist.all_to_all_single(out, x.contiguous(), recv_splits, send_splits, group=group)
     return out

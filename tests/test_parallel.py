@@ -172,3 +172,12 @@ def test_generate_under_torchrun_prints_what_one_process_prints(ctx, capsys):
                         *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout == want and len(want.split()) == 12
+
+
+def test_pretrain_command_on_one_process(tmp_path, capsys):
+    import json
+
+    assert main(["pretrain", "--steps", "2", "--profile", "ci", "--out", str(tmp_path), "--quiet"]) == 0
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert len(hist["train_loss"]) == 2 and len(hist["val_loss"]) == 1
+    assert "final train loss" in capsys.readouterr().out
