@@ -6,7 +6,8 @@ What it measures
 1. Throughput. The same random model (hidden 256, expert FFN 512, 16 routed experts top-1 + shared expert, 4 MoE
    layers, vocab 4096) on N = 1, 2, 4 gloo processes, one thread each, each rank with its own batch of
    2 × 256 tokens (data-parallel serving: tokens="own"), forward under no_grad. Tokens/s = N · 512 / the slowest
-   rank's median step time. The 1-process row is the same model without any exchange.
+   rank's median step time; tokens per CPU-second = N · 512 / the CPU time of all ranks in a step (the work the
+   exchange adds, whatever else the machine runs). The 1-process row is the same model without any exchange.
 2. Bytes. Every `all_to_all_single` call is recorded: the rows each rank sends to the other ranks × row bytes.
    The arithmetic from the routing: a (token, expert) row leaves its rank iff its expert lives on another rank,
    and comes back the same way. So in the dispatch rank r sends D × 4 bytes (float32) per row of its own routed to
@@ -89,17 +90,18 @@ def _rank(rank: int, world: int, store: str, args, out: str) -> None:
     if world > 1:
         shard_model(model, "expert", tokens="own")
     x = torch.randint(0, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(100 + rank))
-    times = []
+    times, cpu = [], []
     with torch.no_grad():
         for i in range(args.warmup + args.rounds):
             dist.barrier()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model(x)
-            dt = torch.tensor(time.perf_counter() - t0)
+            dt, dc = torch.tensor(time.perf_counter() - t0), torch.tensor(time.process_time() - c0)
             dist.all_reduce(dt, op=dist.ReduceOp.MAX)  # the step ends when the slowest rank is done
+            dist.all_reduce(dc)  # CPU seconds of all ranks together
             if i >= args.warmup:
-                times.append(dt.item())
-        result = dict(ms=1e3 * statistics.median(times))
+                times.append(dt.item()), cpu.append(dc.item())
+        result = dict(ms=1e3 * statistics.median(times), cpu_ms=1e3 * statistics.median(cpu))
         if world > 1:  # one more forward, recording every exchange, checked against the routing
             calls = []
             _record_all_to_alls(calls)
@@ -196,11 +198,13 @@ def compare_training(args) -> dict:
         for world in args.ranks:
             h = run(world, args, _train_rank)[0]
             base = base or h
-            diff = max(abs(a - b) for a, b in zip(base["train"], h["train"]))
-            res[f"balance {balance} / {world}"] = dict(max_train_diff=diff, val=h["val"][-1], s=h["s"],
-                                                       final_train=h["train"][-1])
-            print(f"  balance_coef {balance:<5} {world} rank(s): max |Δ train| {diff:.2e}, final train "
-                  f"{h['train'][-1]:.4f}, val {h['val'][-1]:.4f}  ({h['s']:.0f} s)", flush=True)
+            diffs = [abs(a - b) for a, b in zip(base["train"], h["train"])]
+            first = next((i + 1 for i, d in enumerate(diffs) if d > 1e-4), None)  # first step differing by > 1e-4
+            res[f"balance {balance} / {world}"] = dict(max_train_diff=max(diffs), diffs=diffs, first_above_1e4=first,
+                                                       val=h["val"][-1], s=h["s"], final_train=h["train"][-1])
+            print(f"  balance_coef {balance:<5} {world} rank(s): max |Δ train| {max(diffs):.2e} (steps 1-5: "
+                  f"{max(diffs[:5]):.1e}; first > 1e-4 at step {first}), final train {h['train'][-1]:.4f}, "
+                  f"val {h['val'][-1]:.4f}  ({h['s']:.0f} s)", flush=True)
     return res
 
 
@@ -219,23 +223,25 @@ def main() -> None:
     print(f"model: hidden {HIDDEN}, {EXPERTS} experts top-{TOP_K} + shared, FFN {EXPERT_FFN}, {LAYERS} MoE layers; "
           f"each rank {BATCH} × {SEQ} tokens, forward, 1 thread per rank")
     out = {"ranks": {}}
-    print(f"\n{'ranks':>5} {'ms/step':>9} {'tokens/s':>10} {'vs 1':>6}   bytes off-rank per token per MoE layer "
-          "(dispatch = combine), measured = computed; uniform routing would give")
+    print(f"\n{'ranks':>5} {'ms/step':>9} {'tokens/s':>10} {'vs 1':>6} {'CPU ms/step':>12} {'tokens/CPU-s':>13}   "
+          "bytes off-rank per token per MoE layer in the dispatch (the combine sends as many back), measured = "
+          "computed; uniform routing would give")
     base = None
     for world in args.ranks:
         res = run(world, args)
-        ms = res[0]["ms"]
-        tps = world * BATCH * SEQ / (ms / 1e3)
+        ms, cpu_ms = res[0]["ms"], res[0]["cpu_ms"]
+        tps, per_cpu = world * BATCH * SEQ / (ms / 1e3), world * BATCH * SEQ / (cpu_ms / 1e3)
         base = base or tps
-        line = f"{world:>5} {ms:>9.1f} {tps:>10.0f} {tps / base:>5.2f}×"
+        line = f"{world:>5} {ms:>9.1f} {tps:>10.0f} {tps / base:>5.2f}× {cpu_ms:>12.1f} {per_cpu:>13.0f}"
         if world > 1:
             dispatch = [s for r in res for s in r["sent"][1::3]]  # every rank's dispatch calls
             per_tok = sum(dispatch) / (world * BATCH * SEQ * LAYERS)
             uniform = TOP_K * HIDDEN * 4 * (world - 1) / world
-            line += f"   {per_tok:7.1f} B (asserted at each of {len(dispatch)} calls); uniform: {uniform:.1f} B"
-            out["ranks"][world] = dict(ms=ms, tokens_per_s=tps, bytes_per_token_layer=per_tok, uniform=uniform)
+            line += f"   {per_tok:7.1f} B (all {3 * len(dispatch)} calls asserted); uniform: {uniform:.1f} B"
+            out["ranks"][world] = dict(ms=ms, tokens_per_s=tps, cpu_ms=cpu_ms, tokens_per_cpu_s=per_cpu,
+                                       bytes_per_token_layer=per_tok, uniform=uniform)
         else:
-            out["ranks"][world] = dict(ms=ms, tokens_per_s=tps)
+            out["ranks"][world] = dict(ms=ms, tokens_per_s=tps, cpu_ms=cpu_ms, tokens_per_cpu_s=per_cpu)
         print(line, flush=True)
 
     t = maverick_tables()

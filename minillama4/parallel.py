@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -450,7 +451,7 @@ def data_parallel(model: nn.Module) -> nn.Module:
     DDP._set_params_and_buffers_to_ignore_for_model(model, [n for n, p in model.named_parameters() if id(p) in sharded])
     for p in sharded_parameters(model):
         p.register_hook(lambda g: g / N)
-    return DDP(model, process_group=group, broadcast_buffers=False)
+    return DDP(model, process_group=group)
 
 
 def this_ranks_rows(model: nn.Module, *batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -469,8 +470,6 @@ def this_ranks_rows(model: nn.Module, *batch: torch.Tensor) -> tuple[torch.Tenso
 def init_process_group(device: str = "cpu") -> str:
     """Join the process group that torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR …):
     gloo on CPU, nccl on CUDA. Returns this rank's device ("cuda" becomes cuda:LOCAL_RANK)."""
-    import os
-
     if torch.device(device).type == "cuda":
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
         torch.cuda.set_device(device)

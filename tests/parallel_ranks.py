@@ -176,11 +176,12 @@ def _grads(model):
 def gradients(rank, world, ctx):
     """One training step, three ways against one process at the same global batch: data + expert parallel (DDP,
     each rank its rows), expert parallel on replicated tokens, tensor-parallel experts. Returns the largest
-    relative difference of every gradient (experts: against this rank's part of the one-process gradient)."""
+    relative difference of every gradient (experts: against this rank's part of the one-process gradient) and of
+    the total gradient norm that clipping uses."""
     import copy
 
     import torch.nn.functional as F
-    from minillama4.parallel import data_parallel, rank_parts, shard_model
+    from minillama4.parallel import clip_grad_norm_, data_parallel, rank_parts, shard_model
 
     one = _tiny_model()
     x, y = ids(4, 16, 1, 96), ids(4, 16, 2, 96)
@@ -190,6 +191,7 @@ def gradients(rank, world, ctx):
 
     ce(one, x, y).backward()
     want = _grads(one)
+    want_norm = torch.nn.utils.get_total_norm(list(want.values()))
     out = {}
     for how in ("data+expert", "expert", "tensor"):
         many = copy.deepcopy(one)
@@ -202,13 +204,14 @@ def gradients(rank, world, ctx):
             ce(ddp, x[rank * B:(rank + 1) * B], y[rank * B:(rank + 1) * B]).backward()
         else:
             ce(many, x, y).backward()
+        # the gradient norm that clipping uses: every rank's experts counted once (max_norm too large to clip)
+        errs = {"total norm": rel_err(want_norm, clip_grad_norm_(many, 1e9))}
         parts = rank_parts(one.config, kind, world, rank)
-        errs = {}
         for n, g in _grads(many).items():
             suffix = n.split("feed_forward.")[-1]
             ref = parts[suffix].read(want[n]) if suffix in parts and "feed_forward" in n else want[n]
             errs[n] = rel_err(ref, g)
-        out[how] = (errs, len(want))
+        out[how] = (errs, len(want) + 1)
     return out
 
 

@@ -122,7 +122,7 @@ def test_a_rank_reads_only_its_experts(two):
 def test_gradients_equal_one_process(ranks):
     for per_rank in _results(ranks, "gradients"):
         for how, (errs, n_params) in per_rank.items():
-            assert len(errs) == n_params, how  # every parameter got a gradient
+            assert len(errs) == n_params, how  # every parameter got a gradient, and the total norm is compared
             worst = max(errs, key=errs.get)
             assert errs[worst] < TOL, (how, worst, errs[worst])
 

@@ -8,7 +8,8 @@ Every rank builds the same model from the same seed and keeps only its E/N exper
 rank draws the same global batch of B sequences and trains on its own B/N of them (`parallel.this_ranks_rows`);
 the rows of all ranks meet at the experts through the all-to-all. At equal global batch this is the one-process
 run up to the order of floating-point sums, with one difference: each rank computes the load-balancing loss from
-its own tokens' routing (as Megatron does by default), not from the whole batch's.
+its own tokens' routing, not from the whole batch's, so with balance_coef > 0 the objective differs slightly
+(`bench/expert_parallel.py --train-steps` measures both).
 """
 
 from __future__ import annotations
