@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch01_swiglu_experts.py by scripts/make_exercises.py (stub b7db782ab4b4): this is your file, fill in the stubs.
+# GENERATED from solutions/ch01_swiglu_experts.py by scripts/make_exercises.py (stub 6b0a32413aac): this is your file, fill in the stubs.
 """Chapter 01 exercises: RMSNorm, SwiGLU, and a bank of experts in the checkpoint layout.
 
 Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this

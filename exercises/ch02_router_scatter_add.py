@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch02_router_scatter_add.py by scripts/make_exercises.py (stub adcb374b8d19): this is your file, fill in the stubs.
+# GENERATED from solutions/ch02_router_scatter_add.py by scripts/make_exercises.py (stub c48eb5a208f6): this is your file, fill in the stubs.
 """Chapter 02 exercises: the router, dispatch by sorting, sparse experts with a scatter-add combine, and the dense
 emulation that transformers uses.
 

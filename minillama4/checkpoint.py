@@ -127,10 +127,13 @@ def _our_name(hf_name: str, vision: bool) -> str | None:
 
 
 def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                    quantize: str | None = None, progress: bool | None = None) -> Llama4:
+                    quantize: str | None = None, progress: bool | None = None,
+                    expert_parallel: bool | str = False) -> Llama4:
     """Build a Llama4 from a Hugging Face checkpoint directory. dtype None keeps the stored dtype.
     quantize="int4" or "fp8": stream the shards, quantizing the routed and shared experts on `device` as they arrive
-    (see `_load_quantized`). progress: a progress bar over shards and GB (None: only on a terminal)."""
+    (see `_load_quantized`). progress: a progress bar over shards and GB (None: only on a terminal).
+    expert_parallel=True inside an initialised torch.distributed process group: this rank builds and reads only its
+    E/N experts of each MoE layer (`parallel.py`); "tensor": its F/N slice of every expert (Meta's split)."""
     if quantize not in (None, *QUANTIZE_SCHEMES):
         raise ValueError(f"quantize={quantize!r} is not supported; choose None, 'int4' or 'fp8'")
     path = Path(path)
@@ -141,10 +144,17 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     _check_layer_counts(path, ours_of.values(), config)  # before building: a wrong layer count must not build first
     with torch.device("meta"):
         model = Llama4(config)
+    if expert_parallel:
+        from .parallel import shard_model
+        shard_model(model, "expert" if expert_parallel is True else expert_parallel)
     expected = {name: p for name, p in model.named_parameters()}  # tied lm_head appears once, as embed_tokens
     found = _match_tensors(path, ours_of, expected, config)
+    view = _whole
+    if expert_parallel:  # this rank's view of each shard: expert tensors show (and read) only its part
+        from .parallel import checkpoint_view
+        view = checkpoint_view(model, files, found)
     if quantize is not None:
-        return _load_quantized(model, files, found, dtype, device, progress, quantize)
+        return _load_quantized(model, files, found, dtype, device, progress, quantize, view)
 
     by_file: dict[Path, list[str]] = {}
     for ours, hf_name in found.items():
@@ -152,6 +162,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     loaded: dict[str, torch.Tensor] = {}
     for file, names in sorted(by_file.items()):  # one (memory-mapped) shard at a time
         with _open(file) as f:
+            f = view(f, file)
             for ours in names:
                 loaded[ours] = t = _read_tensor(f, file, found[ours], tuple(expected[ours].shape), device, dtype)
                 dtype = t.dtype  # None: the first tensor's stored dtype, for all
@@ -207,19 +218,25 @@ def _match_tensors(path: Path, names: dict[str, str], expected: dict, config: Ll
     return found
 
 
+def _whole(f, file: Path):
+    """An open shard as a single process reads it: every tensor whole."""
+    return f
+
+
 def _load_quantized(model: Llama4, files: dict[str, Path], found: dict[str, str], dtype, device, progress,
-                    quantize: str) -> Llama4:
+                    quantize: str, view) -> Llama4:
     """The streaming loader of quantized models ("int4", "fp8"). The MoE layers' experts and shared experts are swapped
     for empty quantized modules; then the shards are read one at a time (memory-mapped), and each tensor is moved to
     `device` and either placed (attention, norms, router, embeddings, lm_head: in `dtype`) or quantized there and
     dropped; expert tensors are read, moved and quantized one expert at a time. So the memory in use is the quantized
     model so far plus the mapped shard and one tensor (or one expert) in full precision, never the bf16 model."""
     config, device = model.config, torch.device(device)
-    for layer in model.layers:  # meta → empty quantized modules (the buffers arrive with the shards)
-        if layer.is_moe:
+    for layer in model.layers:  # meta → empty quantized modules of the same shapes (the buffers arrive with the shards)
+        if layer.is_moe:  # (under expert parallelism: this rank's experts, or its slice of each)
             moe = layer.feed_forward
-            moe.experts, moe.shared_expert = quantized_moe_parts(quantize, config.num_local_experts, config.hidden_size,
-                                                                 config.intermediate_size)
+            moe.experts = quantized_moe_parts(quantize, moe.experts.num_experts, moe.experts.dim, moe.experts.hidden)[0]
+            moe.shared_expert = quantized_moe_parts(quantize, 1, config.hidden_size,
+                                                    moe.shared_expert.gate_proj.out_features)[1]
     by_file: dict[Path, list[str]] = {}
     for ours, hf_name in found.items():
         by_file.setdefault(files[hf_name], []).append(ours)
@@ -230,6 +247,7 @@ def _load_quantized(model: Llama4, files: dict[str, Path], found: dict[str, str]
     for i, (file, names) in enumerate(sorted(by_file.items()), 1):
         bar.set_description(f"{quantize} load: shard {i}/{len(by_file)}")
         with _open(file) as f:
+            f = view(f, file)
             for ours in names:
                 module_name, _, leaf = ours.rpartition(".")
                 module = model.get_submodule(module_name)

@@ -5,6 +5,9 @@
     minillama4 generate CHECKPOINT_DIR --ids 1 5 9 --max-new-tokens 20    greedy (or sampled) continuation of token ids
     minillama4 generate CHECKPOINT_DIR --prompt "Once upon"     the same for text (the checkpoint's tokenizer.json)
     minillama4 chat --checkpoint CHECKPOINT_DIR [--quantize int4]   chat, streaming the replies
+    minillama4 info --preset maverick --expert-parallel 8 [--quantize int4]   per-rank memory of N-way expert parallel
+    torchrun --nproc-per-node N -m minillama4 generate|chat …   the same, the experts split over N processes
+    minillama4 pretrain --steps 200 --out runs/one     pretrain the toy model (under torchrun: data + expert parallel)
     minillama4 posttrain --profile ci --out runs/ci    base → SFT → RL → DPO on the toy model; report.json + plots
     minillama4 site build OUT/             the course as a static website (OUT/index.html), built offline
     minillama4 zoo warm [--profile ci]      train every toy model the notebooks load, once (`zoo list`: which)
@@ -17,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import numbers
+import os
 import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
+from .cache import kv_cache_bytes
 from .checkpoint import CheckpointError, from_pretrained, load_config
 from .config import Llama4Config
 from .sampling import check_sampling
@@ -49,28 +55,66 @@ def cmd_info(args) -> int:
     print(f"bf16 weights      {total * 2 / 1e9:.1f} GB")
     print(f"bf16 KV cache     {kv_token * cfg.num_hidden_layers / 1024:.0f} KiB/token if every layer kept all tokens; "
           f"chunk-aware: {kv_token * n_nope / 1024:.0f} KiB/token past the first chunk")
+    if args.expert_parallel:
+        _info_per_rank(cfg, args.expert_parallel, args.quantize)
     return 0
 
 
-def cmd_generate(args) -> int:
+def _info_per_rank(cfg: Llama4Config, N: int, quantize: str | None) -> None:
+    """Weights and KV cache on each of N ranks under expert parallelism (replicated attention)."""
+    from .parallel import rank_weight_bytes
+    from .quant import GROUP_SIZE, int4_bytes
+
+    E = cfg.num_local_experts
+    if N < 1 or E % N:
+        raise ValueError(f"--expert-parallel {N}: the number of ranks must divide the {E} routed experts")
+    expert_bytes, label = {None: (2, "bf16"), "fp8": (1, "fp8 experts (scales not counted), the rest bf16"),
+                           "int4": (int4_bytes(1, GROUP_SIZE) / GROUP_SIZE,
+                                    "int4 experts (4.25 bits with scales), the rest bf16")}[quantize]
+    w = rank_weight_bytes(cfg, N, expert_bytes)
+    kv = ", ".join(f"{kv_cache_bytes(cfg, n) / 2**30:.2f} GiB at {name}" for n, name in
+                   ((8192, "8K"), (131072, "128K"), (1048576, "1M")) if n <= cfg.max_position_embeddings)
+    print(f"expert parallel   {N} ranks, {E // N} routed experts per MoE layer on each; attention, router, shared "
+          f"expert, dense layers and embeddings replicated")
+    print(f"per-rank weights  {w / 1e9:.1f} GB ({w / 2**30:.1f} GiB), {label}; one process: "
+          f"{rank_weight_bytes(cfg, 1, expert_bytes) / 1e9:.1f} GB")
+    print(f"per-rank KV cache bf16, batch 1, chunk-aware: {kv} (every rank keeps all of it: attention is replicated)")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _out():
+    """Where this process prints: stdout, or nowhere on ranks other than 0 (they compute the same thing)."""
+    return sys.stdout if not _distributed() or dist.get_rank() == 0 else open(os.devnull, "w")
+
+
+def _load_model(args, device):
+    """The checkpoint's model; with several processes (torchrun), this rank's share of the experts."""
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, None: None}[args.dtype]
+    return from_pretrained(args.checkpoint, dtype=dtype, device=device, quantize=args.quantize,
+                           expert_parallel=args.parallel if _distributed() else False)
+
+
+def cmd_generate(args) -> int:
     device = _check_run_args(args)
     if args.prompt is not None:  # text in, text streamed out
         tok = _load_tokenizer(args.checkpoint)
-        model = from_pretrained(args.checkpoint, dtype=dtype, device=device, quantize=args.quantize)
+        model = _load_model(args, device)
         _check_vocab(tok, model)
         gen = torch.Generator(device=device).manual_seed(args.seed)
         stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
         ids = stream_generate(model, tok.encode(_clean(args.prompt)), args.max_new_tokens, args.temperature, args.top_p,
                               stop, gen)
-        _print_stream(tok, ids)
+        _print_stream(tok, ids, _out())
         return 0
-    model = from_pretrained(args.checkpoint, dtype=dtype, device=device, quantize=args.quantize)
+    model = _load_model(args, device)
     ids = torch.tensor([args.ids], device=device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     out = model.generate(ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                          eos_token_id=model.config.eos_token_id, generator=gen)
-    print(" ".join(str(t) for t in out[0, len(args.ids):].tolist()))
+    print(" ".join(str(t) for t in out[0, len(args.ids):].tolist()), file=_out())
     return 0
 
 
@@ -180,15 +224,17 @@ def cmd_chat(args) -> int:
     exit status is 1 if that happened."""
     from .chat import encode_prompt
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, None: None}[args.dtype]
     device = _check_run_args(args)
     tok = _load_tokenizer(args.checkpoint)
-    model = from_pretrained(args.checkpoint, dtype=dtype, device=device, quantize=args.quantize)
+    model = _load_model(args, device)
     _check_vocab(tok, model)
     stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
     gen = torch.Generator(device=device).manual_seed(args.seed)
     messages = [{"role": "system", "content": _clean(args.system)}] if args.system else []
     lines = [_clean(p) for p in args.prompt] if args.prompt else _read_lines()
+    if _distributed():  # every rank must run the same conversation: rank 0 reads, the others hear it
+        lines = _from_rank0(lines if dist.get_rank() == 0 else iter(()))
+    out = _out()
     refused = 0
     for line in lines:
         if line.strip() in ("/exit", "/quit"):
@@ -205,8 +251,8 @@ def cmd_chat(args) -> int:
             print(f"minillama4: error: {e} (message skipped)", file=sys.stderr, flush=True)
             continue
         if not args.prompt and sys.stdout.isatty():
-            print("assistant> ", end="", flush=True)
-        reply = _print_stream(tok, ids)
+            print("assistant> ", end="", flush=True, file=out)
+        reply = _print_stream(tok, ids, out)
         messages.append({"role": "assistant", "content": tok.decode(reply)})
     return 1 if refused else 0
 
@@ -222,6 +268,17 @@ def _read_lines():
             return
 
 
+def _from_rank0(lines):
+    """Rank 0's lines, broadcast one at a time to every rank (None marks the end)."""
+    lines = iter(lines)
+    while True:
+        item = [next(lines, None)]
+        dist.broadcast_object_list(item, src=0)
+        if item[0] is None:
+            return
+        yield item[0]
+
+
 def cmd_grade(args) -> int:
     from .course.grading import CHAPTERS, grade
 
@@ -231,6 +288,23 @@ def cmd_grade(args) -> int:
         return 2
     results = grade(args.chapter, impl=args.impl)
     return 0 if results and all(r.passed for r in results) else 1
+
+
+def cmd_pretrain(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .train.distributed import pretrain
+
+    hist = pretrain(args.recipe, args.steps, args.profile, progress=not args.quiet)
+    out = _out()
+    print(f"final train loss {hist.train_loss[-1]:.4f}, validation loss {hist.val_loss[-1]:.4f} "
+          f"({dist.get_world_size() if _distributed() else 1} process(es))", file=out)
+    if out is sys.stdout:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "history.json").write_text(json.dumps(hist.to_dict()))
+        print(f"wrote {args.out}/history.json", file=out)
+    return 0
 
 
 def cmd_posttrain(args) -> int:
@@ -274,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = info.add_mutually_exclusive_group(required=True)
     src.add_argument("checkpoint", nargs="?", help="Hugging Face Llama 4 checkpoint directory")
     src.add_argument("--preset", choices=["toy", "scout", "maverick"])
+    info.add_argument("--expert-parallel", type=int, default=None, metavar="N",
+                      help="also print each rank's weights and KV cache with the experts split over N ranks")
+    info.add_argument("--quantize", choices=["int4", "fp8"], default=None,
+                      help="with --expert-parallel: expert weights in int4 (Meta's recipe) or fp8")
     info.set_defaults(fn=cmd_info)
     g = sub.add_parser("generate", parents=[common], help="continue a sequence of token ids with a checkpoint")
     g.add_argument("checkpoint")
@@ -287,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: as stored")
     g.add_argument("--device", default="cpu")
     g.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts")
+    g.add_argument("--parallel", choices=["expert", "tensor"], default="expert",
+                   help="under torchrun: whole experts per rank (default) or a slice of every expert (Meta's split)")
     g.set_defaults(fn=cmd_generate)
     c = sub.add_parser("chat", parents=[common],
                        help="chat with a checkpoint (its tokenizer.json and Llama 4's chat format)")
@@ -300,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: as stored")
     c.add_argument("--device", default="cpu")
     c.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts (Scout on one GPU)")
+    c.add_argument("--parallel", choices=["expert", "tensor"], default="expert",
+                   help="under torchrun: whole experts per rank (default) or a slice of every expert (Meta's split)")
     c.set_defaults(fn=cmd_chat)
     gr = sub.add_parser("grade", parents=[common],
                         help="score your graded exercises (exercises/chNN_*.py), one chapter or all")
@@ -307,6 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--impl", choices=["exercises", "solutions"], default="exercises",
                     help="grade your exercises/ (default) or the reference solutions/")
     gr.set_defaults(fn=cmd_grade)
+    pr = sub.add_parser("pretrain", parents=[common],
+                        help="pretrain a toy model on the course corpus (under torchrun: data + expert parallel over "
+                             "the processes); writes history.json")
+    pr.add_argument("--recipe", default="mini-scout", help="a toy recipe of minillama4.course.zoo (default mini-scout)")
+    pr.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's for the profile)")
+    pr.add_argument("--profile", choices=["ci", "laptop", "gpu"], default=None,
+                    help="scale of the recipe (default: $MINILLAMA4_PROFILE or laptop)")
+    pr.add_argument("--out", required=True, help="folder for history.json")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(fn=cmd_pretrain)
     pt = sub.add_parser("posttrain", parents=[common],
                         help="post-train the toy model: base → SFT → online RL → DPO, with a report")
     pt.add_argument("--profile", choices=["ci", "laptop", "gpu"], default=None,
@@ -338,9 +430,23 @@ def build_parser() -> argparse.ArgumentParser:
 EXPECTED_ERRORS = (ValueError, OSError, ImportError, MemoryError, torch.OutOfMemoryError)
 
 
+def _join_process_group(args) -> bool:
+    """Under torchrun with several processes (WORLD_SIZE > 1), join the group (gloo on CPU, nccl on CUDA: each
+    rank on its own GPU). Returns True when this call created the group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or args.command not in ("generate", "chat", "pretrain"):
+        return False
+    from .parallel import init_process_group
+
+    created = not dist.is_initialized()
+    args.device = init_process_group(getattr(args, "device", "cpu"))
+    return created
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    joined = False
     try:
+        joined = _join_process_group(args)
         return args.fn(args)
     except KeyboardInterrupt:
         if args.debug:
@@ -350,5 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as e:  # CheckpointError is a ValueError
         if args.debug:
             raise
-        print(f"minillama4: error: {e}", file=sys.stderr)
+        rank = f"rank {dist.get_rank()}: " if _distributed() else ""
+        print(f"minillama4: error: {rank}{e}", file=sys.stderr)
         return 1
+    finally:
+        if joined:
+            dist.destroy_process_group()

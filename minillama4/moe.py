@@ -6,10 +6,11 @@ Every token goes through the shared expert. Each token also goes through its k r
 score multiplied into the expert's *input*. The reference implementation in transformers runs every expert on every
 token (with zero input for the tokens not routed there); here each expert only sees its own tokens:
 
-1. flatten the (token, slot) assignments and sort them by expert, so each expert's tokens are contiguous;
-2. gather those tokens, scale them by their scores, run one matmul pair per expert on its slice
-   (`ExpertBank.forward_sorted`: a loop over experts, or one grouped-matmul kernel where torch has it);
-3. add each result back to its token with `index_add` (the scatter-add combine), then add the shared expert.
+1. flatten the (token, slot) assignments and sort them by expert, so each expert's tokens are contiguous
+   (`dispatch`), and gather those tokens scaled by their scores (`sort_by_expert`);
+2. run one matmul pair per expert on its slice (`ExpertBank.forward_sorted`: a loop over experts, or one
+   grouped-matmul kernel where torch has it);
+3. add each result back to its token with `index_add` (the scatter-add `combine`), then add the shared expert.
 """
 
 import torch
@@ -32,12 +33,26 @@ def dispatch(idx_TK: torch.Tensor, num_experts: int):
     return token_N, slot_N, counts_E
 
 
+def sort_by_expert(x_TD: torch.Tensor, idx_TK: torch.Tensor, scores_TK: torch.Tensor, num_experts: int):
+    """The rows the experts will see, grouped by expert: x_ND[n] = σ · x of the n-th assignment in expert order
+    (the score scales the expert's input). Returns (x_ND, token_N, counts_E), token_N and counts_E as in `dispatch`."""
+    token_N, slot_N, counts_E = dispatch(idx_TK, num_experts)
+    x_ND = x_TD.index_select(0, token_N) * scores_TK.reshape(-1, 1).index_select(0, slot_N)  # σ · x, by expert
+    return x_ND, token_N, counts_E
+
+
+def combine(y_ND: torch.Tensor, token_N: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """The scatter-add: out[t] = Σ over the rows n of token t (token_N[n] = t) of y_ND[n]. → [num_tokens, D]"""
+    return y_ND.new_zeros(num_tokens, y_ND.shape[1]).index_add_(0, token_N, y_ND)
+
+
 def routed_experts(experts: ExpertBank, x_TD: torch.Tensor, routing: RouterOutput) -> torch.Tensor:
-    """Σ_e expert_e(σ_e · x) over each token's chosen experts, computing only the chosen (token, expert) pairs."""
-    token_N, slot_N, counts_E = dispatch(routing.indices, experts.num_experts)
-    x_ND = x_TD.index_select(0, token_N) * routing.scores.reshape(-1, 1).index_select(0, slot_N)  # σ · x, by expert
+    """Σ_e expert_e(σ_e · x) over each token's chosen experts, computing only the chosen (token, expert) pairs.
+    `experts` is anything with `num_experts` and `forward_sorted(x_ND, counts_E)`: a bank on this process, or
+    experts spread over several processes (`parallel.py`)."""
+    x_ND, token_N, counts_E = sort_by_expert(x_TD, routing.indices, routing.scores, experts.num_experts)
     y_ND = experts.forward_sorted(x_ND, counts_E)  # each expert on its own contiguous rows
-    return torch.zeros_like(x_TD).index_add_(0, token_N, y_ND)  # scatter-add back to the tokens
+    return combine(y_ND, token_N, x_TD.shape[0])  # scatter-add back to the tokens
 
 
 class MoE(nn.Module):

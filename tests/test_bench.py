@@ -47,3 +47,17 @@ def test_load_checks_runs():
     assert r.returncode == 0, r.stdout + r.stderr
     rows = [line for line in r.stdout.splitlines() if "checked / unchecked" in line]
     assert [line.split(" unchecked ")[0].strip() for line in rows] == ["float32", "bfloat16", "bfloat16 as float32"]
+
+
+def test_expert_parallel_bench_runs_and_its_bytes_are_the_arithmetic(tmp_path):
+    out = tmp_path / "ep.json"
+    # each rank asserts, at every all-to-all, that the bytes it sent equal the count from the routing
+    r = subprocess.run([sys.executable, "bench/expert_parallel.py", "--ranks", "1", "2", "--rounds", "1", "--warmup",
+                        "0", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert set(data["ranks"]) == {"1", "2"} and all(v["tokens_per_s"] > 0 for v in data["ranks"].values())
+    two = data["ranks"]["2"]
+    assert 0 < two["bytes_per_token_layer"] < 2 * two["uniform"] and two["uniform"] == 256 * 4 / 2
+    fits = data["fits"]  # computed: Scout in int4 on one H100 (Meta's claim), Maverick in fp8 on one 8-GPU host
+    assert fits["scout / int4 / H100 80 GB"][0] == 1 and fits["maverick / fp8 / H100 80 GB"][0] == 8

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..losses import load_balancing_loss, router_z_loss
 from ..model import Llama4
+from ..parallel import clip_grad_norm_, this_ranks_rows
 
 
 def seed_everything(seed: int) -> None:
@@ -127,13 +128,13 @@ def make_optimizer(model: Llama4, cfg: TrainConfig) -> torch.optim.AdamW:
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, model: torch.nn.Module, grad_clip: float,
                    lr: float | None = None) -> None:
     """One update, the same in every training loop of the course: (set the learning rate,) back-propagate, clip the
-    global gradient norm of `model`'s parameters to `grad_clip`, step."""
+    global gradient norm of `model`'s parameters to `grad_clip` (all ranks' experts included), step."""
     if lr is not None:
         for group in opt.param_groups:
             group["lr"] = lr
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    clip_grad_norm_(model, grad_clip)
     opt.step()
 
 
@@ -154,6 +155,7 @@ def train(model: Llama4, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: Tr
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
         x, y = get_batch(train_ids, cfg.batch_size, cfg.seq_len, g)
+        x, y = this_ranks_rows(model, x, y)  # data parallel (a DDP model): this rank's rows of the batch
         loss, ce, routing = lm_loss(model, x, y, cfg)
         optimizer_step(opt, loss, model, cfg.grad_clip, lr=lr_at(step, cfg))
         if on_step is not None:
