@@ -255,14 +255,13 @@ def test_unknown_group_and_parameter_names():
 def test_coordinate_check_is_flat_under_metap_and_grows_under_standard():
     from minillama4.course.metap_experiments import coord_check
 
-    # 5 steps at lr 3e-3, widths 32 → 256, depth 2. Seeds 0, 1, 2 gave log-log slopes against width within ±0.19
-    # under metap (every layer's output and the logits, their size and their change) and ≥ 0.76 under standard
-    # (≥ 1.28 for the layers' outputs).
-    widths = (32, 64, 128, 256)
-    flat = coord_check("metap", widths, depth=2, steps=5, lr=3e-3, batch_size=8, seq_len=64)
-    grows = coord_check("standard", widths, depth=2, steps=5, lr=3e-3, batch_size=8, seq_len=64)
+    # 5 steps at lr 3e-3, widths 16 → 128, depth 2. Seeds 0, 1, 2 gave log-log slopes against width within ±0.16
+    # under metap (each layer's output and the logits, their size and their change since init) and, for the change,
+    # ≥ 1.04 under standard.
+    widths = (16, 32, 64, 128)
+    flat, grows = coord_check("metap", widths), coord_check("standard", widths)
     assert set(flat["delta"]) == {"layer 0", "layer 1", "logits"}
     for name in flat["delta"]:
         for what in ("rms", "delta"):
             assert abs(flat["slope"][what][name]) < 0.3, (what, name, flat["slope"][what][name])
-        assert grows["slope"]["delta"][name] > 0.5, (name, grows["slope"]["delta"][name])
+        assert grows["slope"]["delta"][name] > 0.6, (name, grows["slope"]["delta"][name])
