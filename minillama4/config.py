@@ -8,6 +8,10 @@ One dataclass, three presets (`toy`, `scout`, `maverick`) and a faithful reader/
 * llama3 `rope_scaling` may have `low_freq_factor == high_freq_factor` (current Scout: 16 / 1 / 1);
 * the RoPE settings are spelled `rope_scaling` + `rope_theta` (transformers 4.x) or `rope_parameters` (5.x);
 * the MoE layers are given either as `moe_layers` or derived from `interleave_moe_layer_step`.
+
+`parametrization` (how the weights are initialised and how fast each one learns, `metap.py`) is not a transformers
+field: `to_hf` writes it under the key `minillama4_parametrization` only for "metap", and a `config.json` without
+that key is "standard".
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .vision import VisionConfig
+
+PARAMETRIZATIONS = ("standard", "metap")  # see metap.py
+HF_PARAMETRIZATION_KEY = "minillama4_parametrization"  # config.json key holding a non-standard parametrization
 
 
 def _bad(msg: str) -> None:
@@ -83,6 +90,9 @@ class Llama4Config:
     eos_token_id: int | list[int] | None = 200001  # <|end_of_text|> (Instruct: also <|eom|>, <|eot|>)
     vision_config: VisionConfig | None = None  # the ViT + projector of a multimodal model; None = text only
     image_token_id: int = 200092  # <|patch|>: positions whose embedding is replaced by an image feature
+    parametrization: str = "standard"  # "standard": one init std, one learning rate; "metap": per-layer scales (metap.py)
+    base_hidden_size: int = 128  # metap: the width D₀ its learning rate is tuned at (its scales equal standard's there)
+    base_num_layers: int = 4  # metap: the depth L₀ its learning rate is tuned at
 
     def __post_init__(self) -> None:
         self._check_scalars()  # the layer lists below are derived from them
@@ -170,6 +180,17 @@ class Llama4Config:
             _bad(f"vision_config must be a VisionConfig or None, got {type(self.vision_config).__name__}")
         if not isinstance(self.image_token_id, int) or self.image_token_id < 0:
             _bad(f"image_token_id must be a token id >= 0, got {self.image_token_id!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            _bad(f"parametrization must be one of {', '.join(map(repr, PARAMETRIZATIONS))}, got {self.parametrization!r}")
+        for name in ("base_hidden_size", "base_num_layers"):
+            v = getattr(self, name)
+            if not _is_int(v) or v <= 0:
+                _bad(f"{name} must be a positive int, got {v!r}")
+        if self.parametrization == "metap" and self.tie_word_embeddings:
+            _bad("metap needs separate embed_tokens and lm_head (their init and learning rate differ): "
+                 "set tie_word_embeddings=False")
+        if self.parametrization == "metap" and self.vision_config is not None:
+            _bad("metap has rules for the text decoder only: use it without a vision_config")
 
     # ----------------------------------------------------------------------------------------------- derived
     def is_moe_layer(self, i: int) -> bool:
@@ -250,9 +271,10 @@ class Llama4Config:
         missing = [k for k in REQUIRED_HF_KEYS if hf.get(k) is None]
         if missing:
             raise ValueError(f"config.json lacks {', '.join(missing)}: the model's shapes cannot be known without it")
-        known = {f.name for f in dataclasses.fields(cls)} - {"vision_config", "image_token_id"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"vision_config", "image_token_id", *_PARAMETRIZATION_FIELDS}
         kw = {k: v for k, v in hf.items() if k in known and k not in ("rope_scaling", "rope_theta")}
         kw.update(vision)
+        kw.update(_parametrization_from_hf(hf.get(HF_PARAMETRIZATION_KEY)))
         # RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, ...}; 4.x wrote rope_theta + rope_scaling.
         for key in ("rope_parameters", "rope_scaling"):
             if hf.get(key) is not None and not isinstance(hf[key], dict):
@@ -284,6 +306,9 @@ class Llama4Config:
         with a vision_config, the Llama4ForConditionalGeneration dict holding it as `text_config`."""
         d = dataclasses.asdict(self)
         d.pop("vision_config"), d.pop("image_token_id")
+        parametrization = {k: d.pop(k) for k in _PARAMETRIZATION_FIELDS}
+        if parametrization["parametrization"] != "standard":  # a checkpoint without the key is standard
+            d[HF_PARAMETRIZATION_KEY] = {"name": parametrization.pop("parametrization"), **parametrization}
         theta, scaling = d.pop("rope_theta"), d.pop("rope_scaling")
         rope = {"rope_type": "default", "rope_theta": theta}
         if scaling is not None:
@@ -301,3 +326,18 @@ class Llama4Config:
         return {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4", "text_config": d,
                 "vision_config": self.vision_config.to_hf(), "image_token_index": self.image_token_id,
                 "tie_word_embeddings": self.tie_word_embeddings}
+
+
+_PARAMETRIZATION_FIELDS = ("parametrization", "base_hidden_size", "base_num_layers")
+
+
+def _parametrization_from_hf(stored: Any) -> dict[str, Any]:
+    """The config fields of a stored `minillama4_parametrization` entry ({} when absent: standard)."""
+    if stored is None:
+        return {}
+    if not isinstance(stored, dict) or "name" not in stored:
+        raise ValueError(f"config.json {HF_PARAMETRIZATION_KEY} must be a dict with a 'name', got {stored!r}")
+    unknown = set(stored) - {"name", *_PARAMETRIZATION_FIELDS}
+    if unknown:
+        raise ValueError(f"config.json {HF_PARAMETRIZATION_KEY} has unknown keys {sorted(unknown)}")
+    return {"parametrization": stored["name"], **{k: v for k, v in stored.items() if k != "name"}}

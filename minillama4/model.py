@@ -23,6 +23,7 @@ from .cache import KVCache
 from .config import Llama4Config
 from .ffn import SwiGLU
 from .memory import ensure_fits
+from .metap import scale_init_
 from .moe import MoE
 from .norm import RMSNorm
 from .rope import inverse_frequencies, rope_angles
@@ -94,6 +95,8 @@ class Llama4(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.register_buffer("inv_freq", inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling), persistent=False)
         self.apply(self._init_weights)
+        if c.parametrization == "metap":  # per-layer init scales (metap.py); "standard" keeps the init above
+            scale_init_(self)
         if c.vision_config is not None:  # built after the text init: the ViT initialises itself (LayerNorm biases …)
             self.vision_model = VisionModel(c.vision_config)
             self.multi_modal_projector = MultiModalProjector(c.vision_config.vision_output_dim, c.hidden_size)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import load_balancing_loss, router_z_loss
+from ..metap import param_groups
 from ..model import Llama4
 from ..parallel import clip_grad_norm_, this_ranks_rows
 
@@ -119,6 +120,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: Llama4, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW: under "metap" one group per MetaP rule with its own learning-rate multiplier (metap.py), otherwise
+    one learning rate for all, weight decay on matrices only."""
+    if model.config.parametrization == "metap":
+        return torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -127,11 +132,12 @@ def make_optimizer(model: Llama4, cfg: TrainConfig) -> torch.optim.AdamW:
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, model: torch.nn.Module, grad_clip: float,
                    lr: float | None = None) -> None:
-    """One update, the same in every training loop of the course: (set the learning rate,) back-propagate, clip the
-    global gradient norm of `model`'s parameters to `grad_clip` (all ranks' experts included), step."""
+    """One update, the same in every training loop of the course: (set the learning rate, times each group's
+    `lr_mult` if it has one,) back-propagate, clip the global gradient norm of `model`'s parameters to `grad_clip`
+    (all ranks' experts included), step."""
     if lr is not None:
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     clip_grad_norm_(model, grad_clip)
