@@ -1,8 +1,9 @@
-# GENERATED from solutions/ch07_distillation.py by scripts/make_exercises.py (stub 909cd28acf3c): this is your file, fill in the stubs.
+# GENERATED from solutions/ch07_distillation.py by scripts/make_exercises.py (stub f7f8565e062b): this is your file, fill in the stubs.
 """Chapter 07 exercises: soft targets at a temperature, the forward KL, the distillation loss, and its schedule.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 7`. Shapes: N positions, V vocabulary. Labels use -100 for "does not count".
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 7`. Shapes: N positions, V vocabulary.
+Labels use -100 for "does not count".
 """
 
 import torch

@@ -1,7 +1,8 @@
 """Chapter 07 exercises: soft targets at a temperature, the forward KL, the distillation loss, and its schedule.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 7`. Shapes: N positions, V vocabulary. Labels use -100 for "does not count".
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 7`. Shapes: N positions, V vocabulary.
+Labels use -100 for "does not count".
 """
 
 import torch
