@@ -1,9 +1,10 @@
-# GENERATED from solutions/ch09_online_rl.py by scripts/make_exercises.py (stub b8f3ea15899e): this is your file, fill in the stubs.
+# GENERATED from solutions/ch09_online_rl.py by scripts/make_exercises.py (stub 45651a0651d5): this is your file, fill in the stubs.
 """Chapter 09 exercises: group-relative advantages, the clipped policy objective, the k3 KL to the reference, and
 the curriculum over difficulty levels.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 9`. Shapes: P prompts, G samples per prompt, B completions, T tokens.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 9`. Shapes: P prompts, G samples per
+prompt, B completions, T tokens.
 """
 
 import torch
