@@ -1,10 +1,10 @@
-# GENERATED from solutions/ch11_scout_on_h100.py by scripts/make_exercises.py (stub 3686b22ac910): this is your file, fill in the stubs.
+# GENERATED from solutions/ch11_scout_on_h100.py by scripts/make_exercises.py (stub ead9280d4217): this is your file, fill in the stubs.
 """Chapter 11 exercises: group-wise int4 quantization, nibble packing, the int4 matmul and the memory arithmetic of
 an int4 model.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 11`. Shapes: a weight W is [N, K] (out, in; used as x Wᵀ), g is the group size
-(K is a multiple of g), G = K / g groups per row, M rows of activations.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 11`. Shapes: a weight W is [N, K] (out,
+in; used as x Wᵀ), g is the group size (K is a multiple of g), G = K / g groups per row, M rows of activations.
 """
 
 import torch
