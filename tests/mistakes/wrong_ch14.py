@@ -125,6 +125,12 @@ def quantize_rowwise(w_NK):
     s = torch.clamp(w.abs().max(), min=1e-12) / 448
     return torch.clamp(w / s, -448, 448).to(torch.float8_e4m3fn), s
 ''', ["whole tensor", "one scale per row"]),
+        ("per-tensor-expanded", '''
+def quantize_rowwise(w_NK):
+    w = w_NK.float()
+    s = (w.abs().max().clamp(min=1e-12) / 448).expand(w.shape[0], 1)
+    return (w / s).clamp(-448, 448).to(torch.float8_e4m3fn), s
+''', ["whole tensor", "one scale per row"]),
         ("s-shaped-N", '''
 def quantize_rowwise(w_NK):
     w = w_NK.float()

@@ -224,6 +224,18 @@ def _s_shape(*shapes_of):
     return test
 
 
+def _s_tensor_wide(case, got) -> bool:
+    """s is [N, 1] but every row holds the same scale, the whole tensor's amax / 448 (a per-tensor scale expanded)."""
+    w, s = case.args[0].float(), got[1].float()
+    return _pair(got) and tuple(s.shape) == (w.shape[0], 1) and w.shape[0] > 1 and bool(
+        torch.allclose(s, (w.abs().max().clamp_min(1e-12) / E4M3_MAX).expand_as(s), rtol=1e-3, atol=0))
+
+
+def _one_scale(case, got) -> bool:
+    """One scale for the whole tensor: s is [1, 1], [] or [1], or [N, 1] with the tensor's amax in every row."""
+    return _s_shape(lambda w: (1, 1), lambda w: (), lambda w: (1,))(case, got) or _s_tensor_wide(case, got)
+
+
 def _s_ratio(ratio):
     """s is the expected scale times ratio(expected s) (e.g. 448: the amax itself; 1 / s²: its reciprocal)."""
     def test(case, got) -> bool:
@@ -366,7 +378,7 @@ register(Exercise(
         Mistake("your scales are per column (one per input, [1, K]): a row-wise scale belongs to one output "
                 "channel, a row of W: amax over dim=1, s is [N, 1]", test=_s_shape(lambda w: (1, w.shape[1]))),
         Mistake("one scale for the whole tensor: row-wise means one scale per row of W (amax over dim=1, "
-                "keepdim=True), s is [N, 1]", test=_s_shape(lambda w: (1, 1), lambda w: (), lambda w: (1,))),
+                "keepdim=True), s is [N, 1]", test=_one_scale),
         Mistake("s has shape [N]: keep the dimension (keepdim=True) so that s is [N, 1] and broadcasts over a row",
                 test=_s_shape(lambda w: (w.shape[0],))),
         Mistake("no amax floor: a row of zeros gives s = 0 and q = 0 / 0 = NaN; clamp the amax to at least 1e-12",
