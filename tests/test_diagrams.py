@@ -345,3 +345,19 @@ def test_number_formats_bits():
     png(fig)
     with pytest.raises(ValueError, match="448"):
         diagrams.number_formats(1000.0)
+
+
+# --------------------------------------------------------------------------------------------------- 12. FP8 training
+@pytest.mark.parametrize("name", PRESETS)
+def test_fp8_training_step_shapes_and_formats(configs, name):
+    cfg = configs[name]
+    fig = diagrams.fp8_training_step(cfg)
+    D, F2 = cfg.hidden_size, 2 * cfg.intermediate_size
+    assert set(shapes(fig, "")) >= {"x", "w", "g", "sx", "sw", "sg", "qx", "qw", "qg", "mm", "dx", "dw", "adamw"}
+    assert label(fig, "qx").startswith(f"q_x  e4m3 [T, {D}]") and label(fig, "qw").startswith(f"q_w  e4m3 [{F2}, {D}]")
+    assert label(fig, "qg").startswith(f"q_g  e5m2 [T, {F2}]")
+    assert "/ 448" in label(fig, "sx") and "/ 57344" in label(fig, "sg")  # each format's largest value
+    assert f"float32 [{F2}, {D}]" in label(fig, "dw") and f"[T, {D}]" in label(fig, "dx")
+    png(fig)
+    with pytest.raises(TypeError):
+        diagrams.fp8_training_step("toy")

@@ -12,6 +12,7 @@ picture can never disagree with the model it shows.
     int4_layout         a weight row → groups with one scale each → 4-bit values + 8 → two per byte
     all_to_all          expert parallelism: counts, tokens to their expert's rank, experts run, results back
     number_formats      the bits of fp32, bf16, fp8 e4m3 / e5m2 and int4, with range and precision
+    fp8_training_step   one FP8 linear: x, W → e4m3 with amax scales → scaled matmul; ∂y → e5m2 → ∂x, ∂W (float32)
 
 Every number on a diagram is read from the arguments or computed by the package's own code (`attention_mask`,
 `moe.dispatch`, `cache.LayerKV`, `quantize_int4` / `pack_int4`, `alpha_at`, `image_prompt`, `torch.finfo`).
@@ -1061,4 +1062,55 @@ def number_formats(value: float = math.pi, title: str | None = None) -> VizFigur
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9, bbox_to_anchor=(0.5, 0.0))
     _label(ax, 6.0, 0.75, "More exponent bits: wider range.  More mantissa bits: finer steps.  bf16 keeps fp32's "
                           "range with 8 bits of precision; e4m3 trades range for precision, e5m2 the reverse.", fs=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------- 12. FP8 training
+FP8_FWD_COLOR, FP8_BWD_COLOR, MASTER_COLOR = "#4c72b0", "#c44e52", "#3a3a3a"  # e4m3 forward, e5m2 backward, float32
+
+
+def fp8_training_step(cfg: Llama4Config, title: str | None = None) -> VizFigure:
+    """One linear of FP8 training (`fp8.Fp8Matmul`), drawn on an expert's gate|up projection of cfg: x [T, D] and
+    the float32 master weight W [2F, D] are cast to e4m3 with one scale each from their amax (current scaling), the
+    scaled matmul gives y; in the backward pass the output gradient is cast to e5m2 the same way and two more scaled
+    matmuls give ∂x and ∂W, which updates the float32 master weight (AdamW in float32)."""
+    _check_config(cfg)
+    D, F2 = cfg.hidden_size, 2 * cfg.intermediate_size
+    fig, ax = _canvas(12.0, 6.6, title or f"one FP8 training step of a linear: x [T, {D}] · Wᵀ, W [{F2}, {D}]")
+    yx, yw, yg = 5.0, 3.85, 1.55  # rows: activations, weights, output gradient
+    h, w = 0.72, 1.9
+    _label(ax, 0.15, 5.95, "forward: e4m3 (3 mantissa bits, max 448)", ha="left", fs=10, weight="bold",
+           color=FP8_FWD_COLOR)
+    _label(ax, 0.15, 2.55, "backward: e5m2 (2 mantissa bits, max 57344)", ha="left", fs=10, weight="bold",
+           color=FP8_BWD_COLOR)
+    rows = ((yx, "x", f"activations x\nfloat32 [T, {D}]", "0.45", "sx", "s_x = amax(|x|) / 448", "qx",
+             f"q_x  e4m3 [T, {D}]", FP8_FWD_COLOR),
+            (yw, "w", f"master weight W\nfloat32 [{F2}, {D}]", MASTER_COLOR, "sw", "s_w = amax(|W|) / 448", "qw",
+             f"q_w  e4m3 [{F2}, {D}]", FP8_FWD_COLOR),
+            (yg, "g", f"gradient ∂y\nfloat32 [T, {F2}]", "0.45", "sg", "s_g = amax(|∂y|) / 57344", "qg",
+             f"q_g  e5m2 [T, {F2}]", FP8_BWD_COLOR))
+    for y, g0, t0, c0, g1, t1, g2, t2, c2 in rows:
+        _box(ax, 0.15, y, w, h, t0, c0, gid=g0, fs=9)
+        _arrow(ax, (0.15 + w, y + h / 2), (2.55, y + h / 2))
+        _box(ax, 2.55, y, 2.2, h, t1, c2, fill=0.08, gid=g1, fs=9)
+        _arrow(ax, (4.75, y + h / 2), (5.15, y + h / 2))
+        _box(ax, 5.15, y, 2.0, h, t2 + "\nq = sat(· / s)", c2, fill=0.3, gid=g2, fs=9)
+    # forward: the scaled matmul
+    _box(ax, 8.0, 4.3, 3.85, 1.2, f"scaled matmul\ny = (q_x q_wᵀ) · s_x s_w\nfloat32 [T, {F2}]", FP8_FWD_COLOR,
+         fill=0.15, gid="mm", fs=9.5)
+    _arrow(ax, (7.15, yx + h / 2), (8.0, yx + h / 2 - 0.05))
+    _arrow(ax, (7.15, yw + h / 2), (7.55, yw + h / 2), (7.55, 4.55), (8.0, 4.55))
+    # backward: two scaled matmuls, with the saved forward operands
+    _box(ax, 8.0, 2.05, 3.85, 0.75, f"∂x = (q_g s_g)(q_w s_w)   [T, {D}]\n→ the layer below", FP8_BWD_COLOR,
+         fill=0.15, gid="dx", fs=9)
+    _box(ax, 8.0, 1.05, 3.85, 0.75, f"∂W = (q_g s_g)ᵀ(q_x s_x)   float32 [{F2}, {D}]", FP8_BWD_COLOR, fill=0.15,
+         gid="dw", fs=9)
+    _arrow(ax, (7.15, yg + h / 2), (7.55, yg + h / 2), (7.55, 2.42), (8.0, 2.42))
+    _arrow(ax, (7.55, yg + h / 2), (7.55, 1.42), (8.0, 1.42))
+    _arrow(ax, (9.9, 4.3), (9.9, 2.8), ls="--", color="0.45", gid="saved")
+    _label(ax, 10.0, 3.55, "q_x, s_x, q_w, s_w\nsaved by the forward", ha="left", fs=8.5, color="0.35")
+    _box(ax, 8.0, 0.2, 3.85, 0.6, "AdamW updates the float32 master W", MASTER_COLOR, fill=0.1, gid="adamw", fs=9)
+    _arrow(ax, (9.9, 1.05), (9.9, 0.8))
+    _label(ax, 0.15, 0.75, "Current scaling: each scale from this step's tensor.  One scale per tensor: x and ∂y are\n"
+                           "contracted along one axis in the forward and another in ∂W.", ha="left", fs=9)
     return fig
