@@ -1,8 +1,8 @@
-# GENERATED from solutions/ch08_sft.py by scripts/make_exercises.py (stub 8579f25f30f2): this is your file, fill in the stubs.
+# GENERATED from solutions/ch08_sft.py by scripts/make_exercises.py (stub 57135410c7e1): this is your file, fill in the stubs.
 """Chapter 08 exercises: the chat template, labels on the assistant's tokens only, the masked loss, judge pruning.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 8`. Shapes: B batch, T tokens, V vocabulary.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 8`. Shapes: B batch, T tokens, V vocabulary.
 """
 
 import torch

@@ -1,7 +1,7 @@
 """Chapter 08 exercises: the chat template, labels on the assistant's tokens only, the masked loss, judge pruning.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 8`. Shapes: B batch, T tokens, V vocabulary.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 8`. Shapes: B batch, T tokens, V vocabulary.
 """
 
 import torch
