@@ -1,9 +1,9 @@
 # GENERATED from solutions/ch03_moe_layer.py by scripts/make_exercises.py (stub f54dcc2692e2): this is your file, fill in the stubs.
 """Chapter 03 exercises: the whole MoE block, the load-balancing losses, the layer plans, aux-loss-free balancing.
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 3`. Shapes: T tokens, D model width, F hidden width of one expert, E experts,
-k experts per token.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 3`. Shapes: T tokens, D model width, F hidden
+width of one expert, E experts, k experts per token.
 """
 
 import torch

@@ -1,9 +1,9 @@
 # GENERATED from solutions/ch04_attention_irope.py by scripts/make_exercises.py (stub 5cda676d1527): this is your file, fill in the stubs.
 """Chapter 04 exercises: the pieces of Llama 4's attention (iRoPE).
 
-Fill in each function between the markers; check it in the notebook with `check("name", ex.function)` or grade the
-whole chapter with `minillama4 grade 4`. Shapes: B batch, T query positions, S key positions, H query heads,
-K key/value heads, Dh head width, P = Dh/2 rotation pairs.
+Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
+file as it is on disk), or grade the whole chapter with `minillama4 grade 4`. Shapes: B batch, T query positions, S key
+positions, H query heads, K key/value heads, Dh head width, P = Dh/2 rotation pairs.
 """
 
 import math

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from minillama4 import Llama4, Llama4Config
 from minillama4.course.data import course_tokenizer
 from minillama4.course.long_context import (KEY_CHARS, NEEDLE_TOKEN, QUERY_TOKEN, NeedleTask, loss_by_position,
-                                     position_variants, retrieval_accuracy, train_needle)
+                                     needle_train_config, position_variants, retrieval_accuracy, train_needle)
 from minillama4.train import TrainConfig
 
 HAYSTACK = torch.arange(150, 350).repeat(5)  # 1000 tokens of "text" that never contain a marker or a key (a–z)
@@ -147,3 +147,15 @@ def test_train_needle_runs_and_is_deterministic():
         after = F.cross_entropy(m1(batch.ids).flatten(0, 1), batch.targets.flatten()).item()
     assert after < before - 0.2, (before, after)  # measured 6.25 → 5.77
     assert sum(h1.loss[-3:]) / 3 < sum(h1.loss[:3]) / 3 - 0.2  # measured 6.23 → 5.78
+
+
+def test_needle_train_config_is_the_chapters_recipe_per_profile():
+    """Chapter 04's claims were measured with exactly these settings; the ci profile trains a fraction of them."""
+    laptop, ci = needle_train_config(64, profile="laptop"), needle_train_config(48, profile="ci")
+    assert (laptop.steps, laptop.batch_size, laptop.seq_len) == (2000, 16, 64)
+    assert (ci.steps, ci.batch_size, ci.seq_len) == (600, 8, 48)
+    for tc in (laptop, ci):
+        assert (tc.lr, tc.min_lr, tc.warmup_steps, tc.seed) == (3e-3, 3e-4, 30, 0)
+    assert needle_train_config(64, profile="gpu") == laptop
+    with pytest.raises(ValueError, match="profile"):
+        needle_train_config(64, profile="fast")

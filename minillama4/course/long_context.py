@@ -8,6 +8,7 @@ that mix at toy scale against RoPE everywhere and NoPE everywhere:
     NeedleTask.for_course_tokenizer(text)     seeded passkey sequences over the course BPE: corpus text as the haystack,
                                               a needle  <|python_start|> k_1 … k_m  hidden in it, later a query
                                               <|python_end|> k_1 … k_m  (the model must name the passkey after the marker)
+    needle_train_config(seq_len)              the chapter's training recipe, scaled by the profile
     train_needle(config, task, train_cfg)     trains one variant on those sequences (next-token loss + passkey loss)
     loss_by_position(model, ids, length)      mean next-token cross-entropy at each position of long text windows
     retrieval_accuracy(model, task, length)   how often the model names the whole passkey, needle at a given depth
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from ..config import Llama4Config
 from ..model import Llama4
 from ..train import TrainConfig, lr_at, make_optimizer, optimizer_step, seed_everything
+from .profile import by_profile
 
 NEEDLE_TOKEN = "<|python_start|>"  # opens the needle:  <|python_start|> k_1 … k_m   ("the passkey is …")
 QUERY_TOKEN = "<|python_end|>"  # opens the query:   <|python_end|> → the model must say k_1 … k_m
@@ -166,6 +168,13 @@ def needle_loss(model: Llama4, batch: NeedleBatch, answer_weight: float = 1.0):
     ans_logits = logits_BTV.gather(1, batch.answer_pos[..., None].expand(-1, -1, logits_BTV.shape[-1]))
     ce_ans = F.cross_entropy(ans_logits.flatten(0, 1).float(), batch.answers.flatten())
     return ce + answer_weight * ce_ans, ce, ce_ans
+
+
+def needle_train_config(seq_len: int = 64, profile: str | None = None) -> TrainConfig:
+    """The chapter's recipe for `train_needle`: AdamW at 3e-3 (30 warm-up steps, cosine decay to 3e-4), seed 0;
+    laptop: 2000 steps of 16 sequences of seq_len tokens; ci: 600 steps of 8."""
+    steps, batch = by_profile(ci=(600, 8), laptop=(2000, 16), profile=profile)
+    return TrainConfig(steps=steps, batch_size=batch, seq_len=seq_len, lr=3e-3, min_lr=3e-4, warmup_steps=30, seed=0)
 
 
 @dataclass
