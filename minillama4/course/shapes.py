@@ -11,8 +11,8 @@ Three kinds of question, each answered in a few words:
 
 A prompt is `<|begin_of_text|>` + one `<|image|>` layout per image + the question; the target is the answer followed
 by `<|eot|>`, and the loss is on those target tokens only. A model that cannot see the image can only learn the answer
-frequencies: 1/4 for colour and where, 1/2 for which_image. That is the text-only baseline, trained the same way
-(`mini-vlm-blind`: same model, the `<|patch|>` tokens keep their plain text embedding).
+frequencies: 1/4 for colour and where, 1/2 for which_image. That is the text-only baseline (`mini-vlm-blind`: the
+same model and recipe for half the steps; its `<|patch|>` tokens keep their plain text embedding).
 
     model, history = pretrained_vlm("mini-vlm")          # vision + text, trained on first use, then cached
     model, history = pretrained_vlm("mini-vlm-blind")    # the same decoder trained without the images
