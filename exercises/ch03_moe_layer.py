@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch03_moe_layer.py by scripts/make_exercises.py (stub f54dcc2692e2): this is your file, fill in the stubs.
+# GENERATED from solutions/ch03_moe_layer.py by scripts/make_exercises.py (stub 7f5a60381509): this is your file, fill in the stubs.
 """Chapter 03 exercises: the whole MoE block, the load-balancing losses, the layer plans, aux-loss-free balancing.
 
 Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this

@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch04_attention_irope.py by scripts/make_exercises.py (stub 5cda676d1527): this is your file, fill in the stubs.
+# GENERATED from solutions/ch04_attention_irope.py by scripts/make_exercises.py (stub ace9c32144c6): this is your file, fill in the stubs.
 """Chapter 04 exercises: the pieces of Llama 4's attention (iRoPE).
 
 Fill in each function between the markers, save, and check it in the notebook with `check("name")` (it grades this
