@@ -24,8 +24,8 @@ def ranks(v: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     cfg = posttrain.recipe().sft
-    steps, every, sample_size = by_profile(ci=60, laptop=150), by_profile(ci=15, laptop=25), by_profile(ci=300,
-                                                                                                        laptop=1000)
+    steps, every = by_profile(ci=40, laptop=150), by_profile(ci=10, laptop=25)
+    sample_size = by_profile(ci=150, laptop=1000)
     tok = course_tokenizer()
     model, _ = posttrain.stage("base", progress=False)
     seed_everything(cfg.seed)
