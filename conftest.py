@@ -39,6 +39,10 @@ def pytest_sessionstart(session):
     from minillama4.course.profile import current_profile
     from minillama4.course.warm import warm
 
+    if getattr(config.option, "numprocesses", None):  # build them as the workers will look them up: the cache key
+        import torch  # includes the thread count, and each worker computes with one thread (see above)
+
+        torch.set_num_threads(1)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     say = reporter.write_line if reporter else print
     say(f"minillama4: building the toy models the notebooks load (profile {current_profile()}; "
