@@ -24,7 +24,7 @@ def _close(a, b) -> bool:
     return _tensor(a) and a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4)
 
 
-def _routing(seed: int, T: int, K: int, E: int, used: int):
+def _routing(seed: int, T: int, K: int, used: int):
     """idx [T, K]: K distinct experts per token among the first `used` (the others receive no row)."""
     return torch.topk(torch.rand(T, used, generator=_g(seed)), K, dim=-1).indices
 
@@ -50,7 +50,7 @@ def _sort_cases():
     # (T, K, E, experts used, dtype): the first never picks the last expert (its count must be 0); the third is long
     # enough that an unstable sort reorders rows of one expert
     for seed, (T, K, E, used) in enumerate([(10, 2, 6, 5), (9, 1, 4, 4), (300, 2, 8, 8), (7, 3, 8, 6)]):
-        idx = _routing(1220 + seed, T, K, E, used)
+        idx = _routing(1220 + seed, T, K, used)
         g = _g(1230 + seed)
         x = torch.randn(T, 4, generator=g)
         scores = torch.rand(T, K, generator=g) * 0.9 + 0.1
@@ -76,7 +76,7 @@ def _combine_cases():
     for seed, (T, K, n, dtype) in enumerate([(6, 2, 6, torch.float32), (8, 1, 8, torch.float32),
                                              (5, 3, 7, torch.float32), (9, 2, 9, torch.bfloat16),
                                              (0, 2, 0, torch.float32)]):
-        token, _, _ = dispatch(_routing(1250 + seed, T, K, 6, 6), 6)  # rows in expert order, as they come back
+        token, _, _ = dispatch(_routing(1250 + seed, T, K, 6), 6)  # rows in expert order, as they come back
         y = torch.randn(T * K, 4, generator=_g(1260 + seed)).to(dtype)
         cases.append(Case((y, token, n), combine(y, token, n)))
     return cases
@@ -212,7 +212,7 @@ def _token_major(y_ND, token_N, num_tokens):
 
 
 def _too_few_rows(case, got) -> bool:
-    y, token, n = case.args
+    _, token, n = case.args
     return _tensor(got) and token.numel() > 0 and got.dim() == 2 and got.shape[0] == int(token.max()) + 1 != n
 
 
@@ -336,7 +336,8 @@ register(Exercise(
     mistakes=[
         Mistake("the shared expert is replicated (every token uses it, on every rank): only the routed experts are "
                 "split over the N ranks", wrong=_bytes(split_shared=True)),
-        Mistake("the routed experts are split: each rank holds E / N of them, not all E", wrong=_bytes(split_routed=False)),
+        Mistake("the routed experts are split: each rank holds E / N of them, not all E",
+                wrong=_bytes(split_routed=False)),
         Mistake("only the routed experts are split over the ranks; attention, embeddings, norms, the router and the "
                 "shared expert are replicated, whole on every rank", wrong=_bytes(split_all=True)),
         Mistake("only the MoE layers (config.moe_layers) hold experts: Maverick's dense layers have none",
