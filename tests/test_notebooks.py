@@ -16,6 +16,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHAPTER_FILES = {0: "00_tour", 1: "01_swiglu_experts", 2: "02_router_scatter_add", 3: "03_moe_layer",
                  4: "04_attention_irope", 5: "05_decoder_generation", 6: "06_early_fusion", 7: "07_distillation",
                  8: "08_sft", 9: "09_online_rl", 10: "10_dpo", 11: "11_scout_on_h100", 14: "14_fp8"}
+GRADED_WITHOUT_NOTEBOOK = {12, 13}  # expert parallelism and MetaP: exercises and grader, notebooks still to write
 TEXT_CHAPTERS = range(6)  # chapters 00-05 must exist; later ones are checked once their notebook is written
 
 
@@ -54,6 +55,10 @@ def test_committed_with_the_outputs_of_a_full_run(path):
 def test_each_exercise_has_a_check_cell_in_its_chapter(chapter):
     """check("name") grades the exercise file as it is on disk (the convention); the older check("name", ex.name)
     form needs the chapter's module loaded with load_impl(N) first."""
+    if chapter in GRADED_WITHOUT_NOTEBOOK:  # its exercises are graded (minillama4 grade N); no chapter to hold them yet
+        assert not list((ROOT / "notebooks").glob(f"{chapter:02d}_*.ipynb")), \
+            f"chapter {chapter} has a notebook now: add it to CHAPTER_FILES and give it check cells"
+        return
     path = ROOT / "notebooks" / f"{CHAPTER_FILES[chapter]}.ipynb"
     source = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
     assert re.search(r"from minillama4\.course\.grading import [^\n]*\bcheck\b", source), \
