@@ -32,6 +32,7 @@ CHAPTERS = {
     9: "ch09_online_rl",
     10: "ch10_dpo",
     11: "ch11_scout_on_h100",
+    13: "ch13_metap",
     14: "ch14_fp8",
 }
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # float32 comparisons in every graded case
