@@ -45,16 +45,19 @@ def _fold_probe(fn, params, depth_mult):
     return out, changed
 
 
+def _folded(params, depth_mult):
+    """The package's fold: each branch's last weight (group branch_out) times the residual scale."""
+    s = residual_scale(depth_mult)
+    return {k: v * s if group_of(k) == "branch_out" else v.clone() for k, v in params.items()}
+
+
 def _fold_cases():
     cases = []
     for seed, (m, d) in enumerate([(1, 3), (2, 2), (1, 1)]):
         params = {k: v.detach().clone() for k, v in _model(m, d, 1300 + seed).named_parameters()}
-        s = residual_scale(float(d))
-        expected = {k: v * s if group_of(k) == "branch_out" else v.clone() for k, v in params.items()}
-        cases.append(Case((params, float(d)), (expected, [])))
-    cases.append(Case((cases[0].args[0], 0.5), (
-        {k: v * residual_scale(0.5) if group_of(k) == "branch_out" else v.clone()
-         for k, v in cases[0].args[0].items()}, [])))  # a shallower model: the branches grow
+        cases.append(Case((params, float(d)), (_folded(params, float(d)), [])))
+    params = cases[0].args[0]
+    cases.append(Case((params, 0.5), (_folded(params, 0.5), [])))  # a shallower model than the base: branches grow
     return cases
 
 
@@ -104,9 +107,12 @@ def _on(names):
     return lambda k: k.endswith(names)
 
 
-_branch = _on(("o_proj.weight", "down_proj.weight", "experts.down_proj"))
-_inputs = _on(("q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight",
-               "experts.gate_up_proj"))
+def _branch(k) -> bool:  # the last weight of a branch: o_proj, down_proj, experts.down_proj
+    return group_of(k) == "branch_out"
+
+
+def _inputs(k) -> bool:  # a branch's input projections: q/k/v, gate/up, experts.gate_up_proj
+    return group_of(k) == "hidden"
 
 
 def _fold_scaled(which, s=lambda d: 1 / d):
@@ -235,7 +241,8 @@ register(Exercise(
                 test=_is("branch_out", lambda m, d: (m * d) ** -0.5)),
         Mistake("you multiplied by the width or depth: a wider or deeper model needs SMALLER init scales (1/√m, "
                 "1/m, 1/d)", test=_any(*(_is(g, r) for g in ("hidden", "branch_out", "readout")
-                                          for r in (lambda m, d: m ** 0.5, lambda m, d: m, lambda m, d: m ** 0.5 * d)))),
+                                          for r in (lambda m, d: m ** 0.5, lambda m, d: m,
+                                                    lambda m, d: m ** 0.5 * d)))),
         Mistake("an unknown group name must raise ValueError (a misspelt group would otherwise get a silent scale)",
                 test=_no_value_error),
     ]))
