@@ -33,6 +33,7 @@ CHAPTERS = {
     10: "ch10_dpo",
     11: "ch11_scout_on_h100",
     12: "ch12_expert_parallel",
+    13: "ch13_metap",
     14: "ch14_fp8",
 }
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # float32 comparisons in every graded case
