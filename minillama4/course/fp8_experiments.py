@@ -56,6 +56,10 @@ class Autocast(nn.Module):
         super().__init__()
         self.model, self.dtype = model, dtype
 
+    @property
+    def config(self):  # the wrapped model's, which the training loop reads (make_optimizer)
+        return self.model.config
+
     def forward(self, *args, **kwargs):
         with torch.autocast(self.model.device.type, dtype=self.dtype):
             return self.model(*args, **kwargs)
