@@ -48,6 +48,6 @@ def pytest_sessionstart(session):
     say(f"minillama4: building the toy models the notebooks load (profile {current_profile()}; "
         "cached ones are only loaded)")
     try:
-        warm(report=lambda line: say("  " + line))
+        warm(report=lambda line: say("  " + line), jobs=2 if getattr(config.option, "numprocesses", None) else 1)
     except Exception as e:  # the notebooks that need it will fail with the same error, each in its own test
         say(f"minillama4: warming the cache failed: {type(e).__name__}: {e}")

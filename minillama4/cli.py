@@ -333,7 +333,8 @@ def cmd_zoo(args) -> int:
         for a in artifacts(args.profile):
             print(a.name)
         return 0
-    warm(args.profile, only=args.only, progress=not args.quiet, report=lambda line: print(line, flush=True))
+    warm(args.profile, only=args.only, progress=not args.quiet, report=lambda line: print(line, flush=True),
+         jobs=args.jobs)
     return 0
 
 
@@ -421,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale (default: $MINILLAMA4_PROFILE or laptop)")
     z.add_argument("--only", nargs="+", metavar="NAME", help="only these artifacts (names as `zoo list` prints)")
     z.add_argument("--quiet", action="store_true", help="no progress bars")
+    z.add_argument("--jobs", type=int, choices=[1, 2], default=1,
+                   help="2: train the models that start from nothing in a second process (on 2+ cores)")
     z.set_defaults(fn=cmd_zoo)
     return p
 

@@ -732,6 +732,24 @@ def test_zoo_warm_builds_an_artifact_in_the_ci_profile(tmp_path, monkeypatch):
     assert r.returncode == 1 and _one_error_line(r.stderr) and "unknown artifact(s) zoo:mini-giant" in r.stderr
 
 
+def test_warm_with_two_jobs_builds_in_a_second_process_under_the_same_keys():
+    """jobs=2 trains the independent models in a child process: it must store them under the key this process looks
+    up (same profile, same thread count), or this process trains them again under its own."""
+    from minillama4.course import zoo
+    from minillama4.course.data import course_tokens
+    from minillama4.course.warm import warm
+
+    recipe = zoo.recipes("ci")["mini-dense"]
+    ours = zoo.cache_path(recipe, "ci", course_tokens("train", vocab_size=recipe.config.vocab_size).ids)
+    before = set(ours.parent.glob("mini-dense-ci-*"))
+    lines = []
+    assert warm("ci", only=["data:val", "zoo:mini-dense"], jobs=2, report=lines.append) == ["data:val", "zoo:mini-dense"]
+    assert [line.split()[0] for line in lines] == ["data:val", "zoo:mini-dense"]
+    new = {p for p in set(ours.parent.glob("mini-dense-ci-*")) - before if p.is_dir()}
+    assert new <= {ours}, f"the second process stored mini-dense under another key: {new}"
+    assert (ours / "history.json").is_file()
+
+
 def test_the_session_hook_warms_only_runs_that_include_notebooks(tmp_path):
     spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
     root_conftest = importlib.util.module_from_spec(spec)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from .profile import current_profile
@@ -45,18 +46,58 @@ def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifa
     ]
 
 
+# Artifacts that start from nothing but the corpus: `warm(jobs=2)` builds them in a second process while this one
+# builds mini-scout and everything that starts from it (the post-training stages, the FP8 quality comparison).
+INDEPENDENT = ("zoo:mini-dense", "zoo:mini-behemoth", "vlm:mini-vlm", "vlm:mini-vlm-blind", "fp8:training")
+
+
 def warm(profile: str | None = None, only: list[str] | None = None, progress: bool = False,
-         report: Callable[[str], None] = print) -> list[str]:
+         report: Callable[[str], None] = print, jobs: int = 1) -> list[str]:
     """Build (or just load, when cached) the profile's artifacts, or only those named in `only`; report one line
-    per artifact with the seconds it took. Returns the names built."""
+    per artifact with the seconds it took. Returns the names built. jobs=2: the INDEPENDENT ones in a second process
+    (same profile and thread count: the cache key includes both), the rest here; every artifact is file-locked, so
+    the two never train the same one."""
     todo = artifacts(profile, progress)
     if only:
         unknown = sorted(set(only) - {a.name for a in todo})
         if unknown:
             raise ValueError(f"unknown artifact(s) {', '.join(unknown)}; choose from {', '.join(a.name for a in todo)}")
         todo = [a for a in todo if a.name in only]
-    for a in todo:
-        t0 = time.perf_counter()
-        a.build()
-        report(f"{a.name:<24} ready ({time.perf_counter() - t0:.0f} s)")
+    side = [a.name for a in todo if a.name in INDEPENDENT] if jobs > 1 else []
+    data = [a for a in todo if a.name.startswith("data:")]
+    rest = sorted((a for a in todo if a not in data), key=lambda a: a.name in side)  # side ones last: then mostly loaded
+    for a in data:  # both processes read the encoded corpus
+        _build(a, report)
+    child, err = _start_side(profile or current_profile(), side) if side else (None, None)
+    try:
+        for a in rest:
+            _build(a, report)
+    finally:
+        if child is not None and child.wait() != 0:
+            err.seek(0)
+            raise RuntimeError(f"warming {', '.join(side)} in a second process failed:\n{err.read()[-2000:]}")
     return [a.name for a in todo]
+
+
+def _build(a: Artifact, report: Callable[[str], None]) -> None:
+    t0 = time.perf_counter()
+    a.build()
+    report(f"{a.name:<24} ready ({time.perf_counter() - t0:.0f} s)")
+
+
+def _start_side(profile: str, names: list[str]):
+    """`minillama4 zoo warm --only NAMES` in another process with this one's thread count → (process, its stderr)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import torch
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "MINILLAMA4_PROFILE": profile}
+    root = str(Path(__file__).resolve().parents[2])  # the checkout this package is imported from
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    err = tempfile.TemporaryFile("w+")  # (a file, not a pipe: a pipe nobody reads can fill up and stall the child)
+    child = subprocess.Popen([sys.executable, "-m", "minillama4", "zoo", "warm", "--profile", profile, "--quiet",
+                              "--only", *names], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    return child, err
