@@ -14,6 +14,20 @@ stays for everything else. MINILLAMA4_WARM=0 skips it.
 import os
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent
+
+# Test modules and notebooks that take minutes, longest first. They are started first, so that the two workers of
+# `pytest -n 2` (which hand out whole modules, `--dist loadscope`) finish at about the same time instead of one of
+# them starting a ten-minute module when the other is nearly done.
+LONG_FIRST = ("tests/test_posttrain.py", "notebooks/03_moe_layer.ipynb", "tests/test_extensions.py",
+              "tests/test_grading.py", "tests/test_parallel.py", "notebooks/04_attention_irope.ipynb",
+              "notebooks/07_distillation.ipynb")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {ROOT / p: i for i, p in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)), len(LONG_FIRST)))  # stable: the rest keep their order
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch

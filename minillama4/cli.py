@@ -324,6 +324,7 @@ def cmd_site(args) -> int:
 
     pages = build(args.out)
     print(f"wrote {len(pages)} pages; open {args.out}/index.html")
+    return 0
 
 
 def cmd_zoo(args) -> int:

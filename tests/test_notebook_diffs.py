@@ -14,7 +14,7 @@ from pathlib import Path
 from minillama4.course import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTER = ROOT / "notebooks" / "00_tour.ipynb"  # cheap under ci, and it loads a trained toy model and draws
+CHAPTER = ROOT / "notebooks" / "10_dpo.ipynb"  # cheap under ci, and it loads trained toy models and draws
 
 
 def _run(out: Path) -> str:

@@ -122,8 +122,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def make_optimizer(model: Llama4, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW: under "metap" one group per MetaP rule with its own learning-rate multiplier (metap.py), otherwise
     one learning rate for all, weight decay on matrices only."""
-    if model.config.parametrization == "metap":
-        return torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+    inner = model
+    while not hasattr(inner, "config") and hasattr(inner, "module"):  # DistributedDataParallel(model) → model
+        inner = inner.module
+    if inner.config.parametrization == "metap":
+        return torch.optim.AdamW(param_groups(inner, cfg.lr, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
