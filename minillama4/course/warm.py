@@ -38,17 +38,19 @@ def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifa
         *(Artifact(f"zoo:{name}", lambda n=name: zoo.pretrained(n, p, verbose=progress)) for name in zoo.recipes(p)),
         *(Artifact(f"vlm:{name}", lambda n=name: shapes.pretrained_vlm(n, p, verbose=progress))
           for name in shapes.recipes(p)),
+        Artifact("fp8:training", lambda: fp8_experiments.training_comparison(p, progress=progress)),
         *(Artifact(f"posttrain:{name}", lambda n=name: posttrain.stage(n, p, progress=progress))
           for name in posttrain.STAGES),
         Artifact("posttrain:rl-ablation", lambda: posttrain.rl_ablation(p, progress=progress)),
-        Artifact("fp8:training", lambda: fp8_experiments.training_comparison(p, progress=progress)),
         Artifact("fp8:quality", lambda: fp8_experiments.quality_comparison(p, progress=progress)),
     ]
 
 
-# Artifacts that start from nothing but the corpus: `warm(jobs=2)` builds them in a second process while this one
-# builds mini-scout and everything that starts from it (the post-training stages, the FP8 quality comparison).
-INDEPENDENT = ("zoo:mini-dense", "zoo:mini-behemoth", "vlm:mini-vlm", "vlm:mini-vlm-blind", "fp8:training")
+# What `warm(jobs=2)` builds in a second process while this one builds mini-scout and the chain that starts from it
+# (SFT → RL → DPO, the FP8 quality comparison): the artifacts that start from nothing but the corpus, then the RL
+# ablation (it starts from SFT, which this process has finished by then, and runs beside RL and DPO here).
+INDEPENDENT = ("zoo:mini-dense", "zoo:mini-behemoth", "vlm:mini-vlm", "vlm:mini-vlm-blind", "fp8:training",
+               "posttrain:rl-ablation")
 
 
 def warm(profile: str | None = None, only: list[str] | None = None, progress: bool = False,
