@@ -24,8 +24,11 @@ from .cache import KVCache, StaticDecode
 from .moe import MoE
 
 
-def check_compilable(model, batch_size: int) -> None:
+def check_compilable(model, batch_size: int, backend: str = "inductor") -> None:
     """A ValueError naming the reason if a decode step of this model and batch cannot be compiled whole."""
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ValueError(f"compile backend {backend!r} is not a torch.compile backend (e.g. 'inductor', the default, "
+                         "or 'aot_eager')")
     for i, layer in enumerate(model.layers):
         if not layer.is_moe:
             continue
@@ -55,7 +58,7 @@ class DecodeStep:
     def __init__(self, model, cache: KVCache, compile: bool = True, backend: str = "inductor",
                  cuda_graph: bool | None = None):
         device = model.device
-        check_compilable(model, cache.layers[0].k.shape[0])
+        check_compilable(model, cache.layers[0].k.shape[0], backend)
         for m in model.modules():  # the int4 banks find their stacked buffers now, outside the compiled step
             if hasattr(m, "prepare_gather"):
                 m.prepare_gather()

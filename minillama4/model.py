@@ -196,13 +196,14 @@ class Llama4(nn.Module):
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
                  eos_token_id: int | list[int] | None = None, generator: torch.Generator | None = None,
                  use_cache: bool = True, cache_len: int | None = None,
-                 pixel_values: torch.Tensor | None = None, compile: bool = False) -> torch.Tensor:
+                 pixel_values: torch.Tensor | None = None, compile: bool | str = False) -> torch.Tensor:
         """Continue each row of input_ids [B, T]; returns [B, T + n] with n ≤ max_new_tokens.
         Greedy at temperature 0. Rows that emitted an eos token are padded with it until all rows are done.
         use_cache=False recomputes the whole sequence each step (same tokens, much slower: for comparison).
         pixel_values: the images of the prompt's `<|patch|>` tokens (read once, by the prefill).
         compile=True: the decode steps after the prefill run as one compiled graph, replayed as a CUDA graph on a GPU
-        (`decode.py`; the first call pays for compiling)."""
+        (`decode.py`; the first call pays for compiling). A string names the torch.compile backend instead of its
+        default "inductor" (e.g. "aot_eager": the same whole graph, run without generating code)."""
         # every argument is checked before any memory is reserved
         input_ids = as_token_ids(input_ids, self.device)
         B, T = input_ids.shape
@@ -213,12 +214,13 @@ class Llama4(nn.Module):
             isinstance(eos_token_id, (list, tuple)) and all(isinstance(i, numbers.Integral) for i in eos_token_id))
         if not eos_ok:
             raise ValueError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False, got {compile!r}")
+        if not isinstance(compile, (bool, str)):
+            raise TypeError(f"compile must be True, False or a torch.compile backend name, got {compile!r}")
         if compile and not use_cache:
             raise ValueError("compile=True compiles the cached decode step: it needs use_cache=True")
+        backend = compile if isinstance(compile, str) else "inductor"
         if compile:
-            check_compilable(self, B)
+            check_compilable(self, B, backend)
         total = T + max_new_tokens
         if total > self.config.max_position_embeddings:
             raise ValueError(f"prompt + new tokens = {total} exceeds max_position_embeddings={self.config.max_position_embeddings}")
@@ -232,7 +234,7 @@ class Llama4(nn.Module):
                            [int(i) for i in eos_token_id or []], dtype=torch.long, device=input_ids.device)
         ids, done = input_ids, torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         step_input = input_ids
-        decode = DecodeStep(self, cache) if compile and max_new_tokens > 1 else None
+        decode = DecodeStep(self, cache, backend=backend) if compile and max_new_tokens > 1 else None
         for step in range(max_new_tokens):
             if decode is not None and step > 0:
                 logits_BV = decode(step_input)
