@@ -81,3 +81,34 @@ def test_bf16_decode_steps_never_wait_for_the_gpu(tmp_path):
         finally:
             torch.cuda.set_sync_debug_mode(0)
     assert cache.pos == 26
+
+
+@pytest.mark.parametrize("dtype,quantize", [(torch.bfloat16, None), (torch.bfloat16, "int4"), (torch.float32, "int4")])
+def test_compiled_decode_replays_a_cuda_graph_with_the_eager_logits(tmp_path, dtype, quantize):
+    """DecodeStep on CUDA: compiled whole (torch's default compiler), recorded once as a CUDA graph, then replayed:
+    the replays queue work without waiting for the GPU, and their logits are the eager steps' (int4: torch's
+    int4 kernel layout)."""
+    from minillama4.decode import DecodeStep
+
+    path = write_hf_checkpoint(tmp_path / "c", "scout", hidden_size=128, intermediate_size=128, vocab_size=300,
+                               initializer_range=0.02)
+    m = minillama4.from_pretrained(path, dtype=dtype, device="cuda", quantize=quantize)
+    x = torch.randint(3, 300, (2, 24), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    eager, static = m.new_cache(2, 32), m.new_cache(2, 32)
+    with torch.no_grad():
+        m(x[:, :8], cache=eager)
+        m(x[:, :8], cache=static)
+        step = DecodeStep(m, static)
+        assert step.cuda_graph
+        for t in range(8, 24):
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error" if t > 8 else 0)  # the first call compiles and records
+            try:
+                got = step(x[:, t:t + 1]).clone()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            want = m(x[:, t:t + 1], cache=eager, last_only=True)[:, -1]
+            tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(got, want, **tol)
+        assert step.graph is not None and static.pos == eager.pos == 24
+    assert m.generate(x[:, :6], max_new_tokens=20, compile=True).shape == (2, 26)  # the same path, through generate
