@@ -110,7 +110,7 @@ def reset_host_peak() -> bool:
 def scout_config(tiny: bool, layers: int | None = None) -> minillama4.Llama4Config:
     if tiny:  # same structure (MoE every layer, NoPE every 4th, chunked RoPE, QK-norm), toy widths
         cfg = minillama4.Llama4Config.preset("scout").replace(
-            vocab_size=2048, hidden_size=256, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+            vocab_size=2048, hidden_size=256, intermediate_size=256, num_hidden_layers=8, num_attention_heads=4,
             num_key_value_heads=2, head_dim=64, num_local_experts=4, attention_chunk_size=256, floor_scale=256,
             max_position_embeddings=65536, pad_token_id=0, bos_token_id=1, eos_token_id=2,
             rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
@@ -122,8 +122,10 @@ def scout_config(tiny: bool, layers: int | None = None) -> minillama4.Llama4Conf
 
 def sizes(tiny: bool) -> dict:
     if tiny:
-        return dict(prefill=256, contexts=[64, 320], batch=8, batch_context=64, steps=4, loader_layers=2, shard_gb=0.004)
-    return dict(prefill=4096, contexts=[1024, 8192], batch=8, batch_context=1024, steps=64, loader_layers=3, shard_gb=4.3)
+        return dict(prefill=256, contexts=[64, 320], batch=8, batch_context=64, steps=4, model_layers=4, loader_layers=2,
+                    shard_gb=0.004)
+    return dict(prefill=4096, contexts=[1024, 8192], batch=8, batch_context=1024, steps=64, model_layers=None,
+                loader_layers=3, shard_gb=4.3)
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -162,8 +164,8 @@ def build_random_int4(cfg, device, layout="auto", seed=0, std=0.02) -> nn.Module
     return model.eval()
 
 
-def decode_bytes_per_step(model, cache, batch: int = 1, every_slot: bool = False) -> dict:
-    """Bytes a decode step of `batch` tokens reads: every non-expert weight it uses, the shared expert, the routed
+def decode_bytes_per_token(model, cache, batch: int = 1, every_slot: bool = False) -> dict:
+    """Bytes a decode step of `batch` tokens (one per row) reads: every non-expert weight it uses, the shared expert, the routed
     expert of each (token, slot) pair (the int4 bytes; a decode step picks each pair's expert by index, so an expert
     chosen twice is read twice), the lm_head, the embedding rows, and the K/V of every layer: the kept ones (an
     eager step), or every allocated slot (every_slot: a compiled step reads them all, under a mask). Copies the
@@ -185,7 +187,7 @@ def decode_bytes_per_step(model, cache, batch: int = 1, every_slot: bool = False
     emb_row = batch * model.embed_tokens.weight[0].numel() * model.embed_tokens.weight.element_size()
     kv = 0 if cache is None else cache.nbytes() if every_slot else cache.used_bytes()
     parts = dict(attention=attn, norms=norms, router=router, shared_expert=shared, routed_experts=routed,
-                 lm_head=lm, embedding_rows=emb_row, kv_cache=kv)
+                 lm_head=lm, embedding_row=emb_row, kv_cache=kv)
     parts["total"] = sum(parts.values())
     return parts
 
@@ -280,8 +282,9 @@ def check_compiled_step(model, ids, backend: str) -> float:
 
 def part_model(args) -> dict:
     device = torch.device(args.device)
-    cfg, sz = scout_config(args.tiny), sizes(args.tiny)
-    out = {"config": "scout (48 layers)" if not args.tiny else "tiny scout-like"}
+    sz = sizes(args.tiny)
+    cfg = scout_config(args.tiny, sz["model_layers"])
+    out = {"config": f"{'tiny scout-like' if args.tiny else 'scout'} ({cfg.num_hidden_layers} layers)"}
     reset_gpu_peak(device)
     t = time.perf_counter()
     model = build_random_int4(cfg, device, args.layout)
@@ -341,7 +344,7 @@ def part_model(args) -> dict:
                     run = lambda: step(step_ids)  # noqa: E731
                 run(), run()  # warm-up
                 out[f"{key}_{how}_tok_s"] = B / timed(run, device, steps)
-                bps = decode_bytes_per_step(model, c, B, every_slot=how == "compiled")
+                bps = decode_bytes_per_token(model, c, B, every_slot=how == "compiled")
                 limit = B * out["copy_bandwidth_Bps"] / bps["total"]  # tokens/s if every byte moved at copy speed
                 out[f"{key}_{how}_bytes_per_step"] = bps
                 out[f"{key}_{how}_bandwidth_limit_tok_s"] = limit
