@@ -27,8 +27,8 @@ Two storage layouts, one meaning:
 
 An `Int4ExpertBank` keeps one pair of quantized matrices per expert, stacked along a leading expert dimension. A long
 prompt runs each expert that received tokens on them; a decode step picks the chosen experts' packed weights by index
-on the device (`forward_gathered`). Either way only the selected experts' weights are read. The bank (`QuantizedExpertBank`) and the
-streaming loader work with any `QuantizedLinear`: FP8 (`fp8.py`) uses them too.
+on the device (`forward_gathered`). Either way only the selected experts' weights are read. The bank
+(`QuantizedExpertBank`) and the streaming loader work with any `QuantizedLinear`: FP8 (`fp8.py`) uses them too.
 """
 
 from __future__ import annotations
@@ -358,6 +358,8 @@ class QuantizedExpertBank(nn.Module):
         whose slices the modules hold. The loader builds them that way; if they were not (or no longer are, e.g.
         after `.to()`), they are stacked once, here. Inside a compiled step the stacks found before are used."""
         if torch.compiler.is_compiling():  # checked by the eager call that prepared the step (`prepare_gather`)
+            if kind not in self._stacks:
+                raise RuntimeError("call prepare_gather() on the expert banks before compiling (DecodeStep does)")
             return self._stacks[kind]
         mods = getattr(self, kind)
         stacks = {}
