@@ -68,7 +68,7 @@ def test_scout_h100_all_parts_run_tiny_on_cpu(tmp_path):
     without code generation), its correctness checks pass, and one JSON and one markdown file hold every number."""
     out, md = tmp_path / "scout.json", tmp_path / "scout.md"
     r = subprocess.run([sys.executable, "bench/scout_h100.py", "--tiny", "--device", "cpu", "--all", "--compile-backend",
-                        "eager", "--json", str(out), "--markdown", str(md)], cwd=ROOT, capture_output=True, text=True,
+                        "eager", "--budget-s", "3600", "--json", str(out), "--markdown", str(md)], cwd=ROOT, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads(out.read_text())
