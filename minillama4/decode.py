@@ -26,7 +26,7 @@ from .moe import MoE
 
 def check_compilable(model, batch_size: int, backend: str = "inductor") -> None:
     """A ValueError naming the reason if a decode step of this model and batch cannot be compiled whole."""
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+    if backend not in torch.compiler.list_backends(exclude_tags=()):
         raise ValueError(f"compile backend {backend!r} is not a torch.compile backend (e.g. 'inductor', the default, "
                          "or 'aot_eager')")
     for i, layer in enumerate(model.layers):

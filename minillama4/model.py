@@ -216,10 +216,10 @@ class Llama4(nn.Module):
             raise ValueError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
         if not isinstance(compile, (bool, str)):
             raise TypeError(f"compile must be True, False or a torch.compile backend name, got {compile!r}")
-        if compile and not use_cache:
+        backend = compile if isinstance(compile, str) else "inductor" if compile else None
+        if backend is not None and not use_cache:
             raise ValueError("compile=True compiles the cached decode step: it needs use_cache=True")
-        backend = compile if isinstance(compile, str) else "inductor"
-        if compile:
+        if backend is not None:
             check_compilable(self, B, backend)
         total = T + max_new_tokens
         if total > self.config.max_position_embeddings:
@@ -234,7 +234,7 @@ class Llama4(nn.Module):
                            [int(i) for i in eos_token_id or []], dtype=torch.long, device=input_ids.device)
         ids, done = input_ids, torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         step_input = input_ids
-        decode = DecodeStep(self, cache, backend=backend) if compile and max_new_tokens > 1 else None
+        decode = DecodeStep(self, cache, backend=backend) if backend is not None and max_new_tokens > 1 else None
         for step in range(max_new_tokens):
             if decode is not None and step > 0:
                 logits_BV = decode(step_input)
