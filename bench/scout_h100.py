@@ -356,6 +356,7 @@ def part_model(args) -> dict:
                 out[f"{key}_{how}_roofline_ratio"] = out[f"{key}_{how}_tok_s"] / limit
                 out[f"kv_cache_b{B}_ctx{n}_allocated_bytes"] = c.nbytes()
                 del c, run
+                step = None  # its CUDA graph and memory pool go with it
                 if how == "eager" and B == 1 and n == max(sz["contexts"]):
                     out["peak_with_8k_context_bytes"] = gpu_peak(device)
                 args.save(model=out)  # a run cut short keeps what it measured
