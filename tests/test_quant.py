@@ -6,8 +6,8 @@ import torch
 import minillama4
 from minillama4.ffn import ExpertBank
 from minillama4.quant import (Int4ExpertBank, Int4Linear, dequantize_int4, expected_int4_bytes, int4_bytes,
-                              kernel_available, pack_int4, quantize_int4, quantize_model, summarize, unpack_int4,
-                              weight_bytes)
+                              kernel_available, pack_int4, quantize_int4, quantize_int4_asymmetric, quantize_model,
+                              summarize, unpack_int4, weight_bytes)
 from conftest import rel_err, write_hf_checkpoint
 
 needs_cpu_kernel = pytest.mark.skipif(not kernel_available("cpu"), reason="this torch has no CPU int4 kernel")
@@ -50,6 +50,24 @@ def test_quantize_is_symmetric_groupwise_absmax_over_8(group_size):
     neg = top < 0
     torch.testing.assert_close(top_hat[neg], top[neg])
     torch.testing.assert_close(top_hat[~neg], 7 * s[..., None][~neg])
+
+
+@pytest.mark.parametrize("group_size", [32, 128])
+def test_asymmetric_maps_each_groups_min_and_max_onto_the_16_levels(group_size):
+    w = torch.randn(16, 256, generator=g()) + torch.linspace(-1, 2, 16)[:, None]  # rows off-centre: min ≠ −max
+    q, s, z = quantize_int4_asymmetric(w, group_size)
+    groups = w.view(16, -1, group_size)
+    lo, hi = groups.amin(-1), groups.amax(-1)
+    torch.testing.assert_close(s, (hi - lo) / 15)  # s = (max − min) / 15
+    torch.testing.assert_close(z, lo + 8 * s)  # z = min + 8 s
+    q_NGg = q.view(16, -1, group_size)
+    assert (q_NGg.amin(-1) == -8).all() and (q_NGg.amax(-1) == 7).all()  # every group uses both ends
+    w_hat = dequantize_int4(q, s, zeros=z)
+    err = (w_hat - w).view(16, -1, group_size).abs()
+    assert (err <= s[..., None] / 2 + 1e-5).all()  # nothing is clipped: at most half a step everywhere
+    torch.testing.assert_close(dequantize_int4(q, s), w_hat - z.repeat_interleave(group_size, 1))  # z is added
+    q_sym, s_sym = quantize_int4(w, group_size)
+    assert rel_err(w, w_hat) < 0.8 * rel_err(w, dequantize_int4(q_sym, s_sym))  # off-centre groups: a finer grid
 
 
 def test_smaller_groups_give_smaller_errors_and_cost_more_bytes():
@@ -104,6 +122,44 @@ def test_torch_int4_kernel_layout_matches_the_reference(rows):
     torch.testing.assert_close(m(x), x @ dequantize_int4(q, s).t(), atol=1e-4, rtol=1e-4)
     xb = x.bfloat16()
     assert rel_err(xb.float() @ dequantize_int4(q, s).t(), m(xb)) < 1e-2
+
+
+@pytest.mark.parametrize("layout", ["plain", pytest.param("kernel", marks=needs_cpu_kernel)])
+def test_asymmetric_linear_stores_a_zero_per_group_and_multiplies_by_its_weights(layout):
+    w = torch.randn(64, 256, generator=g()) + 0.5
+    m, err = Int4Linear.from_float(w, 64, layout, symmetric=False)
+    scale_dtype = torch.float32 if layout == "plain" else torch.bfloat16  # the kernels take bfloat16 pairs
+    q, s, z = quantize_int4_asymmetric(w, 64, scale_dtype)
+    w_hat = dequantize_int4(q, s, zeros=z)
+    torch.testing.assert_close(m.dequantize(), w_hat, atol=0, rtol=0)
+    x = torch.randn(3, 256, generator=g(1))
+    torch.testing.assert_close(m(x), x @ w_hat.t(), atol=1e-4, rtol=1e-4)
+    # plain: one more float32 per group; kernel: the zero fills the (scale, zero) pair that is there anyway
+    extra = 64 * 4 * 4 if layout == "plain" else 0
+    assert m.nbytes() == int4_bytes(64, 256, 64) + extra and "symmetric=False" in repr(m)
+    assert err.rel_rms < Int4Linear.from_float(w, 64, layout)[1].rel_rms
+
+
+def test_asymmetric_model_keeps_each_experts_zeros(ckpt):
+    """quantize_model(symmetric=False): the bank stacks the zeros with the other buffers, expert by expert."""
+    model = minillama4.from_pretrained(ckpt)
+    ref = ExpertBank(model.config.num_local_experts, 128, 128)
+    old = model.layers[0].feed_forward.experts
+    report = quantize_model(model, layout="plain", symmetric=False)
+    bank = model.layers[0].feed_forward.experts
+    z0, z1 = bank.gate_up[0].zeros, bank.gate_up[1].zeros
+    assert z1.shape == (256, 1) and z1.data_ptr() == z0.data_ptr() + z0.nbytes  # views of one stacked [E, …] buffer
+    gu_hat, dn_hat = bank.dequantize()
+    for e in range(bank.num_experts):
+        q, s, z = quantize_int4_asymmetric(old.gate_up_proj[e].detach().t(), 128)
+        torch.testing.assert_close(gu_hat[e], dequantize_int4(q, s, zeros=z).t(), atol=0, rtol=0)
+    with torch.no_grad():
+        ref.gate_up_proj.copy_(gu_hat)
+        ref.down_proj.copy_(dn_hat)
+    x, counts = torch.randn(5, 128, generator=g(3)), torch.tensor([1, 2, 0, 2])
+    torch.testing.assert_close(bank.forward_sorted(x, counts), ref.forward_sorted(x, counts))
+    sym = quantize_model(minillama4.from_pretrained(ckpt), layout="plain")
+    assert sum(e.bytes_after for e in report) > sum(e.bytes_after for e in sym)  # the zeros cost bytes
 
 
 def test_expert_bank_equals_the_dequantized_bank_and_reads_only_chosen_experts():
