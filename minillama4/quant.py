@@ -72,7 +72,8 @@ def quantize_int4(w_NK: torch.Tensor, group_size: int = GROUP_SIZE, scale_dtype:
     _check_weight(w_NK, group_size)
     N, K = w_NK.shape
     w_NGg = w_NK.float().view(N, K // group_size, group_size)
-    s_NG = (w_NGg.abs().amax(-1) / 8).clamp_min(1e-6).to(scale_dtype)  # s = max|w| / 8
+    lo_NG, hi_NG = torch.aminmax(w_NGg, dim=-1)  # max|w| = max(max w, −min w): one pass, no |w| temporary
+    s_NG = (torch.maximum(hi_NG, -lo_NG) / 8).clamp_min(1e-6).to(scale_dtype)  # s = max|w| / 8
     q_NGg = torch.round(w_NGg / s_NG.float()[..., None]).clamp_(QMIN, QMAX)  # q = clamp(round(w / s), -8, 7)
     return q_NGg.view(N, K).to(torch.int8), s_NG
 
@@ -84,7 +85,7 @@ def quantize_int4_asymmetric(w_NK: torch.Tensor, group_size: int = GROUP_SIZE,
     _check_weight(w_NK, group_size)
     N, K = w_NK.shape
     w_NGg = w_NK.float().view(N, K // group_size, group_size)
-    lo_NG, hi_NG = w_NGg.amin(-1), w_NGg.amax(-1)
+    lo_NG, hi_NG = torch.aminmax(w_NGg, dim=-1)
     s_NG = ((hi_NG - lo_NG) / 15).clamp_min(1e-6).to(scale_dtype)  # s = (max − min) / 15
     z_NG = (lo_NG + 8 * s_NG.float()).to(scale_dtype)  # z = min + 8 s: q = −8 lands on min
     q_NGg = torch.round((w_NGg - z_NG.float()[..., None]) / s_NG.float()[..., None]).clamp_(QMIN, QMAX)
@@ -96,7 +97,7 @@ def dequantize_int4(q_NK: torch.Tensor, s_NG: torch.Tensor, dtype: torch.dtype =
     """Ŵ = q · s (+ z, asymmetric), with s and z repeated over their group. → [N, K] in dtype."""
     N, K = q_NK.shape
     G = s_NG.shape[1]
-    w_NGg = q_NK.view(N, G, K // G).float() * s_NG.float()[..., None]
+    w_NGg = q_NK.view(N, G, K // G) * s_NG.float()[..., None]  # int8 × float32 → float32, no float copy of q
     if zeros is not None:
         w_NGg = w_NGg + zeros.float()[..., None]
     return w_NGg.view(N, K).to(dtype)
@@ -106,9 +107,11 @@ def pack_int4(q_NK: torch.Tensor) -> torch.Tensor:
     """int8 [N, K] in [-8, 7] → uint8 [N, K/2]: byte i = (q[2i] + 8) | (q[2i+1] + 8) << 4."""
     if q_NK.shape[-1] % 2:
         raise ValueError(f"pack_int4 needs an even last dimension, got {q_NK.shape[-1]}")
-    if q_NK.numel() and (int(q_NK.min()) < QMIN or int(q_NK.max()) > QMAX):
-        raise ValueError(f"values outside the int4 range [{QMIN}, {QMAX}]: [{int(q_NK.min())}, {int(q_NK.max())}]")
-    u = (q_NK.to(torch.int16) + 8).to(torch.uint8)  # offset binary: 0 … 15
+    if q_NK.numel():
+        lo, hi = (int(v) for v in torch.aminmax(q_NK))
+        if lo < QMIN or hi > QMAX:
+            raise ValueError(f"values outside the int4 range [{QMIN}, {QMAX}]: [{lo}, {hi}]")
+    u = (q_NK.to(torch.int8) + 8).view(torch.uint8)  # offset binary: 0 … 15 (in range: no int8 overflow)
     return u[..., 0::2] | (u[..., 1::2] << 4)  # even k in the low nibble, odd k in the high nibble
 
 
@@ -150,10 +153,13 @@ def summarize(errors: list[QuantError]) -> str:
             f"worst {worst.rel_rms:.4f} ({worst.name})")
 
 
-def quant_error(name: str, w: torch.Tensor, w_hat: torch.Tensor, bytes_after: int) -> QuantError:
-    d = (w_hat.float() - w.float())
-    return QuantError(name, tuple(w.shape), (d.norm() / w.float().norm().clamp_min(1e-30)).item(), d.abs().max().item(),
-                      w.numel() * w.element_size(), bytes_after)
+def quant_error(name: str, w: torch.Tensor, w_hat: torch.Tensor, bytes_after: int,
+                bytes_before: int | None = None) -> QuantError:
+    """The QuantError of Ŵ against W; bytes_before defaults to W's own (pass the original's for a float copy)."""
+    w32 = w.float()
+    d = w_hat.float() - w32
+    return QuantError(name, tuple(w.shape), (d.norm() / w32.norm().clamp_min(1e-30)).item(), d.abs_().max().item(),
+                      w.numel() * w.element_size() if bytes_before is None else bytes_before, bytes_after)
 
 
 # --------------------------------------------------------------------------------------------- torch's int4 kernels
@@ -271,8 +277,10 @@ class Int4Linear(QuantizedLinear):
         if (N, K) != (self.out_features, self.in_features):
             raise ValueError(f"{name or 'weight'}: shape {[N, K]}, expected {[self.out_features, self.in_features]}")
         self.layout = resolve_layout(self.layout, N, K, self.group_size, w_NK.device)
+        w32_NK = w_NK.contiguous().float()  # one float32 copy in memory order, which every pass below reads (an expert
+        # arrives transposed: making it contiguous in its own dtype first moves half the bytes; strided passes cost 2×)
         if self.layout == "plain":
-            q_NK, s_NG, z_NG = self._quantize(w_NK, torch.float32)
+            q_NK, s_NG, z_NG = self._quantize(w32_NK, torch.float32)
             self.qweight, self.scales = pack_int4(q_NK), s_NG
             if z_NG is not None:
                 self.zeros = z_NG
@@ -280,11 +288,12 @@ class Int4Linear(QuantizedLinear):
             if not kernel_available(w_NK.device) or not kernel_shape_ok(N, K, self.group_size, w_NK.device):
                 raise ValueError(f"{name or 'weight'}: no int4 kernel for shape {[N, K]}, group {self.group_size} "
                                  f"on {w_NK.device}; use layout='plain'")
-            q_NK, s_NG, z_NG = self._quantize(w_NK, torch.bfloat16)
+            q_NK, s_NG, z_NG = self._quantize(w32_NK, torch.bfloat16)
             self.qweight = _kernel_pack(q_NK.to(torch.int32) + 8)
             zero_NG = torch.zeros_like(s_NG) if z_NG is None else z_NG
             self.scales = torch.stack([s_NG.t(), zero_NG.t()], -1).contiguous()  # (scale, zero) [G, N, 2]
-        self.last_error = quant_error(name, w_NK, dequantize_int4(q_NK, s_NG, zeros=z_NG), self.nbytes())
+        self.last_error = quant_error(name, w32_NK, dequantize_int4(q_NK, s_NG, zeros=z_NG), self.nbytes(),
+                                      w_NK.numel() * w_NK.element_size())
         return self.last_error
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:

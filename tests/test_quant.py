@@ -124,6 +124,27 @@ def test_torch_int4_kernel_layout_matches_the_reference(rows):
     assert rel_err(xb.float() @ dequantize_int4(q, s).t(), m(xb)) < 1e-2
 
 
+def test_a_transposed_bf16_expert_is_stored_as_the_textbook_formula_says():
+    """The loader quantizes each expert from a transposed bf16 view of the file ([D, 2F] → [2F, D]) and set_weight
+    takes shortcuts for speed (one contiguous float32 copy, max|w| from aminmax, packing in int8). The stored bytes
+    are exactly those of the formulas in the module docstring, computed the plain way."""
+    E, D, Fh = 3, 256, 128
+    w_EKN = (torch.randn(E, D, 2 * Fh, generator=g()) * 0.02).to(torch.bfloat16)
+    w_EKN[1, :128, 5] = 0  # an all-zero group: the 1e-6 floor
+    w_EKN[2, :, 7] -= 1  # a row whose groups are led by a negative weight
+    bank = Int4ExpertBank(E, D, Fh, 128, "plain")
+    errs = bank.load_gate_up(w_EKN)
+    for e in range(E):
+        w_NGg = w_EKN[e].t().float().reshape(2 * Fh, D // 128, 128)
+        s_NG = (w_NGg.abs().amax(-1) / 8).clamp_min(1e-6)  # s = max|w| / 8
+        u_NK = (torch.round(w_NGg / s_NG[..., None]).clamp(-8, 7) + 8).reshape(2 * Fh, D).to(torch.uint8)
+        assert torch.equal(bank.gate_up[e].scales, s_NG)
+        assert torch.equal(bank.gate_up[e].qweight, u_NK[:, 0::2] + 16 * u_NK[:, 1::2])  # byte = u_2i + 16 u_2i+1
+        w_hat = ((u_NK.float() - 8).reshape_as(w_NGg) * s_NG[..., None]).reshape(2 * Fh, D)
+        want = ((w_hat - w_EKN[e].t().float()).norm() / w_EKN[e].float().norm()).item()
+        assert errs[e].rel_rms == pytest.approx(want, rel=1e-4) and errs[e].bytes_before == D * 2 * Fh * 2
+
+
 @pytest.mark.parametrize("layout", ["plain", pytest.param("kernel", marks=needs_cpu_kernel)])
 def test_asymmetric_linear_stores_a_zero_per_group_and_multiplies_by_its_weights(layout):
     w = torch.randn(64, 256, generator=g()) + 0.5
