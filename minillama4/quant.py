@@ -1,4 +1,4 @@
-"""Weight-only int4: group-wise symmetric quantization of the experts, as Meta runs Scout on one GPU.
+"""Weight-only int4: group-wise quantization of the experts, as Meta runs Scout on one GPU.
 
 Each row n of a weight W [N, K] (out, in; used as x Wᵀ) is cut into groups of g = 128 consecutive inputs.
 A group keeps one float scale and 128 four-bit integers:
@@ -6,6 +6,12 @@ A group keeps one float scale and 128 four-bit integers:
     s[n, j] = max_{k ∈ group j} |W[n, k]| / 8              (never below 1e-6)
     q[n, k] = clamp(round(W[n, k] / s[n, k // g]), -8, 7)   a signed 4-bit integer
     Ŵ[n, k] = q[n, k] · s[n, k // g]                         what the matmul uses
+
+Asymmetric scales (`symmetric=False`, an option; Meta's recipe is symmetric) spend the 16 levels on the group's
+range [min, max] instead of [−max|w|, +max|w|], at the cost of one more float per group, a zero z:
+
+    s[n, j] = (max − min) / 15,   z[n, j] = min + 8 s          (q = −8 ↔ min, q = 7 ↔ max)
+    q[n, k] = clamp(round((W[n, k] − z) / s), −8, 7),   Ŵ = q · s + z
 
 Storage: two 4-bit values per byte. We store q + 8 ∈ [0, 15] ("offset binary", what torch's int4 kernels take);
 the byte at [n, i] holds k = 2i in its low nibble and k = 2i + 1 in its high nibble (Meta's nibble order; Meta
@@ -20,9 +26,9 @@ Two storage layouts, one meaning:
             Readable, exact, runs anywhere: the CPU reference.
   "kernel"  the same nibbles rearranged by torch's own converter for its int4 matmul kernel
             (`_weight_int4pack_mm` on CUDA: "tinygemm"; `_weight_int4pack_mm_for_cpu` on CPU), with bfloat16
-            (scale, zero = 0) pairs [K/g, N, 2]. Same bytes per weight. A decode step (a few rows) runs the kernel,
-            which reads the 4-bit weights directly; a long prompt dequantizes once and uses a bfloat16 matmul,
-            which is faster for many rows. The kernel's nibble order is not documented, so we *measure* it once
+            (scale, zero) pairs [K/g, N, 2] (the kernels compute Ŵ = q · s + z; symmetric: z = 0). Same bytes per
+            weight. A decode step (a few rows) runs the kernel, which reads the 4-bit weights directly; a long
+            prompt dequantizes once and uses a bfloat16 matmul, which is faster for many rows. The kernel's nibble order is not documented, so we *measure* it once
             per shape (`kernel_permutation`) and check it, rather than assume it.
 
 An `Int4ExpertBank` keeps one pair of quantized matrices per expert, stacked along a leading expert dimension. A long
@@ -68,25 +74,46 @@ def quantize_int4(w_NK: torch.Tensor, group_size: int = GROUP_SIZE, scale_dtype:
     _check_weight(w_NK, group_size)
     N, K = w_NK.shape
     w_NGg = w_NK.float().view(N, K // group_size, group_size)
-    s_NG = (w_NGg.abs().amax(-1) / 8).clamp_min(1e-6).to(scale_dtype)  # s = max|w| / 8
+    lo_NG, hi_NG = torch.aminmax(w_NGg, dim=-1)  # max|w| = max(max w, −min w): one pass, no |w| temporary
+    s_NG = (torch.maximum(hi_NG, -lo_NG) / 8).clamp_min(1e-6).to(scale_dtype)  # s = max|w| / 8
     q_NGg = torch.round(w_NGg / s_NG.float()[..., None]).clamp_(QMIN, QMAX)  # q = clamp(round(w / s), -8, 7)
     return q_NGg.view(N, K).to(torch.int8), s_NG
 
 
-def dequantize_int4(q_NK: torch.Tensor, s_NG: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Ŵ = q · s, with s repeated over its group. → [N, K] in dtype."""
+def quantize_int4_asymmetric(w_NK: torch.Tensor, group_size: int = GROUP_SIZE,
+                             scale_dtype: torch.dtype = torch.float32):
+    """W [N, K] → (q [N, K] int8 in [-8, 7], scales [N, K/g], zeros [N, K/g]), both in scale_dtype: the group's
+    [min, max] mapped onto the 16 levels. Dequantize with `dequantize_int4(q, s, zeros=z)`."""
+    _check_weight(w_NK, group_size)
+    N, K = w_NK.shape
+    w_NGg = w_NK.float().view(N, K // group_size, group_size)
+    lo_NG, hi_NG = torch.aminmax(w_NGg, dim=-1)
+    s_NG = ((hi_NG - lo_NG) / 15).clamp_min(1e-6).to(scale_dtype)  # s = (max − min) / 15
+    z_NG = (lo_NG + 8 * s_NG.float()).to(scale_dtype)  # z = min + 8 s: q = −8 lands on min
+    q_NGg = torch.round((w_NGg - z_NG.float()[..., None]) / s_NG.float()[..., None]).clamp_(QMIN, QMAX)
+    return q_NGg.view(N, K).to(torch.int8), s_NG, z_NG
+
+
+def dequantize_int4(q_NK: torch.Tensor, s_NG: torch.Tensor, dtype: torch.dtype = torch.float32,
+                    zeros: torch.Tensor | None = None) -> torch.Tensor:
+    """Ŵ = q · s (+ z, asymmetric), with s and z repeated over their group. → [N, K] in dtype."""
     N, K = q_NK.shape
     G = s_NG.shape[1]
-    return (q_NK.view(N, G, K // G).float() * s_NG.float()[..., None]).view(N, K).to(dtype)
+    w_NGg = q_NK.view(N, G, K // G) * s_NG.float()[..., None]  # int8 × float32 → float32, no float copy of q
+    if zeros is not None:
+        w_NGg = w_NGg + zeros.float()[..., None]
+    return w_NGg.view(N, K).to(dtype)
 
 
 def pack_int4(q_NK: torch.Tensor) -> torch.Tensor:
     """int8 [N, K] in [-8, 7] → uint8 [N, K/2]: byte i = (q[2i] + 8) | (q[2i+1] + 8) << 4."""
     if q_NK.shape[-1] % 2:
         raise ValueError(f"pack_int4 needs an even last dimension, got {q_NK.shape[-1]}")
-    if q_NK.numel() and (int(q_NK.min()) < QMIN or int(q_NK.max()) > QMAX):
-        raise ValueError(f"values outside the int4 range [{QMIN}, {QMAX}]: [{int(q_NK.min())}, {int(q_NK.max())}]")
-    u = (q_NK.to(torch.int16) + 8).to(torch.uint8)  # offset binary: 0 … 15
+    if q_NK.numel():
+        lo, hi = (int(v) for v in torch.aminmax(q_NK))
+        if lo < QMIN or hi > QMAX:
+            raise ValueError(f"values outside the int4 range [{QMIN}, {QMAX}]: [{lo}, {hi}]")
+    u = (q_NK.to(torch.int8) + 8).view(torch.uint8)  # offset binary: 0 … 15 (in range: no int8 overflow)
     return u[..., 0::2] | (u[..., 1::2] << 4)  # even k in the low nibble, odd k in the high nibble
 
 
@@ -97,7 +124,8 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
 
 
 def int4_bytes(n: int, k: int, group_size: int = GROUP_SIZE, scale_bytes: int = 4) -> int:
-    """Bytes an [n, k] weight takes in int4: n·k/2 for the nibbles + one scale per group."""
+    """Bytes an [n, k] weight takes in int4: n·k/2 for the nibbles + one scale per group (asymmetric: pass
+    scale_bytes for the scale and the zero together)."""
     return n * k // 2 + n * (k // group_size) * scale_bytes
 
 
@@ -127,10 +155,13 @@ def summarize(errors: list[QuantError]) -> str:
             f"worst {worst.rel_rms:.4f} ({worst.name})")
 
 
-def quant_error(name: str, w: torch.Tensor, w_hat: torch.Tensor, bytes_after: int) -> QuantError:
-    d = (w_hat.float() - w.float())
-    return QuantError(name, tuple(w.shape), (d.norm() / w.float().norm().clamp_min(1e-30)).item(), d.abs().max().item(),
-                      w.numel() * w.element_size(), bytes_after)
+def quant_error(name: str, w: torch.Tensor, w_hat: torch.Tensor, bytes_after: int,
+                bytes_before: int | None = None) -> QuantError:
+    """The QuantError of Ŵ against W; bytes_before defaults to W's own (pass the original's for a float copy)."""
+    w32 = w.float()
+    d = w_hat.float() - w32
+    return QuantError(name, tuple(w.shape), (d.norm() / w32.norm().clamp_min(1e-30)).item(), d.abs_().max().item(),
+                      w.numel() * w.element_size() if bytes_before is None else bytes_before, bytes_after)
 
 
 # --------------------------------------------------------------------------------------------- torch's int4 kernels
@@ -191,14 +222,14 @@ def kernel_permutation(n: int, k: int, device: torch.device) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- modules
 class QuantizedLinear(nn.Module):
     """What every quantized linear of the package offers (int4 here, FP8 in fp8.py): y = x Ŵᵀ for a bias-free W [N, K]
-    kept as two buffers, `qweight` (the low-precision values) and `scales`; built empty, filled by
-    `set_weight(W, name) → QuantError`; `dequantize(dtype) → Ŵ [N, K]`."""
+    kept in buffers: `qweight` (the low-precision values), `scales` (and any other the format needs); built empty,
+    filled by `set_weight(W, name) → QuantError`; `dequantize(dtype) → Ŵ [N, K]`."""
 
     in_features: int
     out_features: int
 
     def nbytes(self) -> int:
-        return self.qweight.numel() * self.qweight.element_size() + self.scales.numel() * self.scales.element_size()
+        return sum(b.numel() * b.element_size() for b in self.buffers())
 
 
 def resolve_layout(layout: str, n: int, k: int, group_size: int, device: torch.device | str) -> str:
@@ -214,41 +245,57 @@ def resolve_layout(layout: str, n: int, k: int, group_size: int, device: torch.d
 
 class Int4Linear(QuantizedLinear):
     """y = x Ŵᵀ for a weight W [N, K] stored in int4 (drop-in for a bias-free nn.Linear). Built empty; `set_weight`
-    quantizes a float weight on its device (layout 'auto' is resolved then)."""
+    quantizes a float weight on its device (layout 'auto' is resolved then). symmetric=False: asymmetric scales."""
 
-    def __init__(self, in_features: int, out_features: int, group_size: int = GROUP_SIZE, layout: str = "auto"):
+    def __init__(self, in_features: int, out_features: int, group_size: int = GROUP_SIZE, layout: str = "auto",
+                 symmetric: bool = True):
         super().__init__()
         resolve_layout(layout, out_features, in_features, group_size, "cpu")  # validates the name
         if group_size <= 0 or in_features % group_size:
             raise ValueError(f"in_features={in_features} is not a multiple of group_size={group_size}")
         self.in_features, self.out_features, self.group_size, self.layout = in_features, out_features, group_size, layout
+        self.symmetric = symmetric
         self.register_buffer("qweight", torch.empty(0, dtype=torch.uint8))  # packed nibbles (layout-specific)
-        self.register_buffer("scales", torch.empty(0))  # plain: float32 [N, K/g]; kernel: bf16 (scale, 0) [K/g, N, 2]
+        self.register_buffer("scales", torch.empty(0))  # plain: float32 [N, K/g]; kernel: bf16 (scale, z) [K/g, N, 2]
+        if not symmetric:
+            self.register_buffer("zeros", torch.empty(0))  # plain: float32 [N, K/g]; kernel: inside `scales`
         self.last_error: QuantError | None = None
 
     @classmethod
     def from_float(cls, w_NK: torch.Tensor, group_size: int = GROUP_SIZE, layout: str = "auto",
-                   name: str = "") -> tuple["Int4Linear", QuantError]:
+                   name: str = "", symmetric: bool = True) -> tuple["Int4Linear", QuantError]:
         """Quantize W [N, K] on its own device. Returns the module and its quantization error."""
-        m = cls(w_NK.shape[1], w_NK.shape[0], group_size, layout)
+        m = cls(w_NK.shape[1], w_NK.shape[0], group_size, layout, symmetric)
         return m, m.set_weight(w_NK, name)
+
+    def _quantize(self, w_NK: torch.Tensor, scale_dtype: torch.dtype):
+        """(q, s, z or None) in this module's scheme."""
+        if self.symmetric:
+            return *quantize_int4(w_NK, self.group_size, scale_dtype), None
+        return quantize_int4_asymmetric(w_NK, self.group_size, scale_dtype)
 
     def set_weight(self, w_NK: torch.Tensor, name: str = "") -> QuantError:
         N, K = w_NK.shape
         if (N, K) != (self.out_features, self.in_features):
             raise ValueError(f"{name or 'weight'}: shape {[N, K]}, expected {[self.out_features, self.in_features]}")
         self.layout = resolve_layout(self.layout, N, K, self.group_size, w_NK.device)
+        w32_NK = w_NK.contiguous().float()  # one float32 copy in memory order, which every pass below reads (an expert
+        # arrives transposed: making it contiguous in its own dtype first moves half the bytes; strided passes cost 2×)
         if self.layout == "plain":
-            q_NK, s_NG = quantize_int4(w_NK, self.group_size)
+            q_NK, s_NG, z_NG = self._quantize(w32_NK, torch.float32)
             self.qweight, self.scales = pack_int4(q_NK), s_NG
+            if z_NG is not None:
+                self.zeros = z_NG
         else:
             if not kernel_available(w_NK.device) or not kernel_shape_ok(N, K, self.group_size, w_NK.device):
                 raise ValueError(f"{name or 'weight'}: no int4 kernel for shape {[N, K]}, group {self.group_size} "
                                  f"on {w_NK.device}; use layout='plain'")
-            q_NK, s_NG = quantize_int4(w_NK, self.group_size, scale_dtype=torch.bfloat16)
+            q_NK, s_NG, z_NG = self._quantize(w32_NK, torch.bfloat16)
             self.qweight = _kernel_pack(q_NK.to(torch.int32) + 8)
-            self.scales = torch.stack([s_NG.t(), torch.zeros_like(s_NG.t())], -1).contiguous()  # (scale, zero) [G, N, 2]
-        self.last_error = quant_error(name, w_NK, dequantize_int4(q_NK, s_NG), self.nbytes())
+            zero_NG = torch.zeros_like(s_NG) if z_NG is None else z_NG
+            self.scales = torch.stack([s_NG.t(), zero_NG.t()], -1).contiguous()  # (scale, zero) [G, N, 2]
+        self.last_error = quant_error(name, w32_NK, dequantize_int4(q_NK, s_NG, zeros=z_NG), self.nbytes(),
+                                      w_NK.numel() * w_NK.element_size())
         return self.last_error
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -257,10 +304,10 @@ class Int4Linear(QuantizedLinear):
         if not self.qweight.numel():
             raise RuntimeError("Int4Linear has no weight yet (call set_weight)")
         if self.layout == "plain":
-            return dequantize_int4(unpack_int4(self.qweight), self.scales, dtype)
+            return dequantize_int4(unpack_int4(self.qweight), self.scales, dtype, None if self.symmetric else self.zeros)
         inv = kernel_permutation(N, K, self.qweight.device)
         q_NK = _nibbles(self.qweight).index_select(0, inv).view(N, K).to(torch.int8) - 8
-        return dequantize_int4(q_NK, self.scales[..., 0].t(), dtype)
+        return dequantize_int4(q_NK, self.scales[..., 0].t(), dtype, None if self.symmetric else self.scales[..., 1].t())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_MK = x.reshape(-1, self.in_features)
@@ -272,7 +319,7 @@ class Int4Linear(QuantizedLinear):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
-                f"layout={self.layout}")
+                f"layout={self.layout}" + ("" if self.symmetric else ", symmetric=False"))
 
 
 def _kernel_mm(x_MK: torch.Tensor, packed, group_size: int, scale_zeros) -> torch.Tensor:
@@ -311,16 +358,17 @@ class QuantizedExpertBank(nn.Module):
 
     @staticmethod
     def _load(mods: nn.ModuleList, w_EKN: torch.Tensor, name: str) -> list[QuantError]:
-        """Quantize expert by expert into one stacked buffer per kind (qweight [E, …], scales [E, …]); each expert's
-        module keeps views. Few large allocations instead of 2E small ones that would fragment the heap."""
+        """Quantize expert by expert into one stacked buffer per kind (qweight [E, …], scales [E, …], …); each
+        expert's module keeps views. Few large allocations instead of 2E small ones that would fragment the heap."""
         errors, stacked = [], None
         for e, m in enumerate(mods):
             errors.append(m.set_weight(w_EKN[e].t(), f"{name}[{e}]"))
             if stacked is None:
-                stacked = [torch.empty((len(mods), *t.shape), dtype=t.dtype, device=t.device) for t in (m.qweight, m.scales)]
-            stacked[0][e].copy_(m.qweight)
-            stacked[1][e].copy_(m.scales)
-            m.qweight, m.scales = stacked[0][e], stacked[1][e]
+                stacked = {k: torch.empty((len(mods), *t.shape), dtype=t.dtype, device=t.device)
+                           for k, t in m.named_buffers()}
+            for k, t in m.named_buffers():
+                stacked[k][e].copy_(t)
+                setattr(m, k, stacked[k][e])
         return errors
 
     @staticmethod
@@ -399,8 +447,9 @@ class QuantizedExpertBank(nn.Module):
 class Int4ExpertBank(QuantizedExpertBank):
     """E SwiGLU experts with int4 weights (group-wise, `group_size` inputs per scale)."""
 
-    def __init__(self, num_experts: int, dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto"):
-        super().__init__(num_experts, dim, hidden, lambda k, n: Int4Linear(k, n, group_size, layout))
+    def __init__(self, num_experts: int, dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto",
+                 symmetric: bool = True):
+        super().__init__(num_experts, dim, hidden, lambda k, n: Int4Linear(k, n, group_size, layout, symmetric))
 
 
 def quantized_swiglu(dim: int, hidden: int, make_linear) -> SwiGLU:
@@ -413,9 +462,10 @@ def quantized_swiglu(dim: int, hidden: int, make_linear) -> SwiGLU:
     return ffn
 
 
-def int4_swiglu(dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto") -> SwiGLU:
+def int4_swiglu(dim: int, hidden: int, group_size: int = GROUP_SIZE, layout: str = "auto",
+                symmetric: bool = True) -> SwiGLU:
     """A SwiGLU whose three projections are (empty) Int4Linear."""
-    return quantized_swiglu(dim, hidden, lambda k, n: Int4Linear(k, n, group_size, layout))
+    return quantized_swiglu(dim, hidden, lambda k, n: Int4Linear(k, n, group_size, layout, symmetric))
 
 
 QUANTIZE_SCHEMES = ("int4", "fp8")  # the names from_pretrained(..., quantize=) and quantize_model take
@@ -427,22 +477,24 @@ def check_scheme(quantize) -> None:
 
 
 def quantized_moe_parts(quantize: str, num_experts: int, dim: int, hidden: int, group_size: int = GROUP_SIZE,
-                        layout: str = "auto") -> tuple[QuantizedExpertBank, SwiGLU]:
+                        layout: str = "auto", symmetric: bool = True) -> tuple[QuantizedExpertBank, SwiGLU]:
     """The empty quantized modules of one MoE layer, (routed expert bank, shared expert), in scheme `quantize`:
-    "int4" (group-wise, weight-only; group_size and layout apply) or "fp8" (fp8.py: e4m3 weights with one scale per
-    output row, activations quantized per token as they arrive)."""
+    "int4" (group-wise, weight-only; group_size, layout and symmetric apply) or "fp8" (fp8.py: e4m3 weights with one
+    scale per output row, activations quantized per token as they arrive)."""
     check_scheme(quantize)
     if quantize == "int4":
-        return Int4ExpertBank(num_experts, dim, hidden, group_size, layout), int4_swiglu(dim, hidden, group_size, layout)
+        return (Int4ExpertBank(num_experts, dim, hidden, group_size, layout, symmetric),
+                int4_swiglu(dim, hidden, group_size, layout, symmetric))
     from .fp8 import Fp8ExpertBank, Fp8Linear  # fp8.py builds on this file (QuantizedLinear, the expert bank)
 
     return Fp8ExpertBank(num_experts, dim, hidden), quantized_swiglu(dim, hidden, Fp8Linear)
 
 
 def quantize_model(model: nn.Module, group_size: int = GROUP_SIZE, layout: str = "auto",
-                   quantize: str = "int4") -> list[QuantError]:
+                   quantize: str = "int4", symmetric: bool = True) -> list[QuantError]:
     """In place: the routed and shared experts of every MoE layer become `quantize` ("int4": Meta's int4_mixed
-    recipe; "fp8": e4m3 with row-wise scales); everything else keeps its dtype. group_size and layout apply to int4.
+    recipe; "fp8": e4m3 with row-wise scales); everything else keeps its dtype. group_size, layout and symmetric
+    (False: asymmetric scales) apply to int4.
     Returns one QuantError per quantized matrix (also kept as model.quant_report)."""
     check_scheme(quantize)
     errors = []
@@ -453,7 +505,8 @@ def quantize_model(model: nn.Module, group_size: int = GROUP_SIZE, layout: str =
         if isinstance(moe.experts, QuantizedExpertBank):
             raise ValueError(f"{name} is already quantized")
         old, shared = moe.experts, moe.shared_expert
-        bank, new_shared = quantized_moe_parts(quantize, old.num_experts, old.dim, old.hidden, group_size, layout)
+        bank, new_shared = quantized_moe_parts(quantize, old.num_experts, old.dim, old.hidden, group_size, layout,
+                                               symmetric)
         errors += bank.load_gate_up(old.gate_up_proj.detach(), f"{name}.experts.gate_up_proj")
         errors += bank.load_down(old.down_proj.detach(), f"{name}.experts.down_proj")
         for proj in ("gate_proj", "up_proj", "down_proj"):

@@ -31,7 +31,7 @@ def ids(B, T, seed=0):
     return torch.randint(3, CFG.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
-BANKS = ["float32", "bfloat16", "int4 plain", "int4 kernel", "fp8"]
+BANKS = ["float32", "bfloat16", "int4 plain", "int4 kernel", "int4 plain asymmetric", "int4 kernel asymmetric", "fp8"]
 
 
 def moe_of(kind: str, top_k: int) -> MoE:
@@ -44,7 +44,7 @@ def moe_of(kind: str, top_k: int) -> MoE:
         return moe.to(torch.bfloat16)
     if kind.startswith("int4"):
         assert kind == "int4 plain" or kernel_available("cpu")  # torch's CPU int4 kernel: tested, never skipped
-        bank = Int4ExpertBank(4, 128, 128, 128, kind.split()[1])
+        bank = Int4ExpertBank(4, 128, 128, 128, kind.split()[1], symmetric="asymmetric" not in kind)
     elif kind == "fp8":
         from minillama4.fp8 import Fp8ExpertBank
         bank = Fp8ExpertBank(4, 128, 128)

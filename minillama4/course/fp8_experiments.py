@@ -123,13 +123,16 @@ def final_gaps(run: dict, last: int = 2) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- FP8 vs int4 vs float
-def _quantized(model: Llama4, quantize: str | None) -> Llama4:
-    """A copy of model with its experts in `quantize` (None: the float model itself)."""
-    if quantize is None:
+QUALITY_VARIANTS = {"float32": None, "fp8": {"quantize": "fp8"}, "int4": {"quantize": "int4"}}  # quantize_model's kwargs
+
+
+def _quantized(model: Llama4, settings: dict | None) -> Llama4:
+    """A copy of model with its experts quantized by `quantize_model(copy, **settings)` (None: the float model)."""
+    if settings is None:
         return model
     q = Llama4(model.config)
     q.load_state_dict(model.state_dict())
-    quantize_model(q, quantize=quantize)
+    quantize_model(q, **settings)
     return q.eval()
 
 
@@ -152,17 +155,23 @@ def logit_agreement(ref: Llama4, model: Llama4, windows: list[torch.Tensor]) -> 
     return {"logit_rel_rms": math.sqrt(err / norm), "top1_agreement": same / n, "kl": kl / n}
 
 
-def quality_comparison(profile: str | None = None, progress: bool = True) -> dict:
+def quality_comparison(profile: str | None = None, progress: bool = True, variants: dict | None = None) -> dict:
     """The chat model of chapter 10 (pretrained → SFT → RL → DPO) with float32, FP8 (e4m3, row-wise) or int4 (g=128)
     experts on the held-out questions: accuracy, format rate, and the share of greedy replies identical to float32's;
     and the pretrained mini-Scout with the same three kinds of experts on the validation text: loss, perplexity and
-    `logit_agreement` with float32; plus the chat model's weight bytes. Cached. → {"variants": {name: {...}}}."""
+    `logit_agreement` with float32; plus the chat model's weight bytes. Cached. → {"variants": {name: {...}}}.
+    variants: {name: quantize_model's keyword arguments, or None for float32} (default QUALITY_VARIANTS); the first
+    one is the float32 reference the others are compared with."""
     from ..train import get_batch, posttrain, rollout
     from . import zoo
     from .data import course_tokenizer
     from .tasks import eval_set
 
     p = profile or current_profile()
+    variants = QUALITY_VARIANTS if variants is None else variants
+    ref_name = next(iter(variants), None)
+    if ref_name is None or variants[ref_name] is not None:
+        raise ValueError(f"the first variant must be the float32 reference (None), got {variants!r}")
     chat, chat_rec = posttrain.stage("dpo", p, progress)
     base, base_hist = zoo.pretrained("mini-scout", profile=p, verbose=progress)
     r = posttrain.recipe(p)
@@ -175,8 +184,8 @@ def quality_comparison(profile: str | None = None, progress: bool = True) -> dic
         windows = [get_batch(val, tc.batch_size, tc.seq_len, g)[0] for _ in range(tc.eval_batches)]
         replies = {}
         out = {"profile": p, "questions": len(tasks), "variants": {}}
-        for name, quantize in (("float32", None), ("fp8", "fp8"), ("int4", "int4")):
-            m, b = _quantized(chat, quantize), _quantized(base, quantize)
+        for name, settings in variants.items():
+            m, b = _quantized(chat, settings), _quantized(base, settings)
             t0 = time.process_time()
             metrics = rollout.evaluate(m, tok, tasks)
             replies[name] = [rs[0].reply for rs in rollout.rollouts(m, tok, tasks)]
@@ -184,13 +193,13 @@ def quality_comparison(profile: str | None = None, progress: bool = True) -> dic
             out["variants"][name] = {
                 "accuracy": metrics["accuracy"], "format_rate": metrics["format_rate"],
                 "accuracy_by_level": metrics["accuracy_by_level"],
-                "same_replies": sum(a == c for a, c in zip(replies[name], replies["float32"])) / len(tasks),
+                "same_replies": sum(a == c for a, c in zip(replies[name], replies[ref_name])) / len(tasks),
                 "val_loss": val_loss, "val_perplexity": math.exp(val_loss), **logit_agreement(base, b, windows),
                 "weight_bytes": weight_bytes(m), "cpu_seconds": time.process_time() - t0}
         return out
 
     return _cached(f"quality-{p}", {"chat": _fingerprint(chat_rec["metrics"]), "base": _fingerprint(base_hist.to_dict()),
-                                    "eval_per_level": r.eval_per_level, "val": asdict(tc)},
+                                    "eval_per_level": r.eval_per_level, "val": asdict(tc), "variants": variants},
                    compute)
 
 

@@ -1,10 +1,10 @@
 """Build every cached artifact the notebooks load, once, up front: `minillama4 zoo warm`.
 
 The chapters load trained toy models from the cache (`zoo.pretrained`, `shapes.pretrained_vlm`, `posttrain.stage`,
-`posttrain.rl_ablation`, `fp8_experiments.training_comparison` and `quality_comparison`) and train them on first
-use. Inside a notebook that first use is one cell, which a cell time limit (the test suite's) can cut short on a slow
-or busy machine. Warming the cache trains them all beforehand, with no limit; afterwards every notebook only loads
-them.
+`posttrain.rl_ablation`, `fp8_experiments.training_comparison` and `quality_comparison`,
+`int4_experiments.int4_quality`) and train them on first use. Inside a notebook that first use is one cell, which a
+cell time limit (the test suite's) can cut short on a slow or busy machine. Warming the cache trains them all
+beforehand, with no limit; afterwards every notebook only loads them.
 
     minillama4 zoo list                  # what the notebooks load from the cache
     minillama4 zoo warm [--profile ci]   # build what is missing (each artifact is file-locked: safe to run twice)
@@ -29,7 +29,7 @@ class Artifact:
 def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifact]:
     """The cached artifacts of a profile, in build order (each stage after the one it starts from)."""
     from ..train import posttrain
-    from . import fp8_experiments, shapes, zoo
+    from . import fp8_experiments, int4_experiments, shapes, zoo
     from .data import course_tokens
 
     p = profile or current_profile()
@@ -43,6 +43,7 @@ def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifa
           for name in posttrain.STAGES),
         Artifact("posttrain:rl-ablation", lambda: posttrain.rl_ablation(p, progress=progress)),
         Artifact("fp8:quality", lambda: fp8_experiments.quality_comparison(p, progress=progress)),
+        Artifact("int4:quality", lambda: int4_experiments.int4_quality(p, progress=progress)),
     ]
 
 
