@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .. import metap
 from ..config import Llama4Config
 from ..model import Llama4
 from ..train import TrainConfig, get_batch, lm_loss, make_optimizer, optimizer_step, seed_everything, train
@@ -124,9 +125,9 @@ class SweepSpec:
 def sweep_spec(profile: str | None = None) -> SweepSpec:
     """The sweep each profile runs: widths 16 → 128 (8x) at two depths, a factor-2 grid of learning rates."""
     return by_profile(
-        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 4, -1)),
+        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 2, -1)),
                      steps=150, batch_size=8, seq_len=32, warmup_steps=15, head_dim=8),
-        laptop=SweepSpec(widths=(16, 32, 64, 128), depths=(2, 4), lrs=tuple(2.0 ** -k for k in range(10, 3, -1)),
+        laptop=SweepSpec(widths=(16, 32, 64, 128), depths=(2, 4), lrs=tuple(2.0 ** -k for k in range(10, 2, -1)),
                          steps=300, batch_size=8, seq_len=64, warmup_steps=30, head_dim=8),
         profile=profile)
 
@@ -153,8 +154,16 @@ def sweep_run(spec: SweepSpec, parametrization: str, width: int, depth: int, lr:
 
 
 def _sweep_dir(spec: SweepSpec, profile: str):
+    """The folder of a sweep's runs. A run depends on everything in the spec but the grid itself (its learning rate
+    and parametrization are in its file name), so widening the grid keeps the runs already made; and on MetaP's
+    multipliers at each shape, so that changing a rule in metap.py trains the sweep again."""
     data = course_tokens("train").ids
-    h = hashlib.sha256(json.dumps({"spec": asdict(spec), "code": EXPERIMENT_CODE_VERSION}, sort_keys=True).encode())
+    run_spec = {k: v for k, v in asdict(spec).items() if k not in ("lrs", "parametrizations")}
+    base = (min(spec.widths), min(spec.depths))
+    rules = {f"D{w}-L{d}": metap.scales(sweep_config(w, d, "metap", base, spec.head_dim))
+             for w in spec.widths for d in spec.depths}
+    h = hashlib.sha256(json.dumps({"spec": run_spec, "code": EXPERIMENT_CODE_VERSION, "metap": rules},
+                                  sort_keys=True).encode())
     h.update(data[:4096].numpy().tobytes())
     return cache_dir() / "metap" / f"lr-sweep-{profile}-{h.hexdigest()[:12]}"
 

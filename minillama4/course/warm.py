@@ -1,7 +1,7 @@
 """Build every cached artifact the notebooks load, once, up front: `minillama4 zoo warm`.
 
 The chapters load trained toy models from the cache (`zoo.pretrained`, `shapes.pretrained_vlm`, `posttrain.stage`,
-`posttrain.rl_ablation`, `fp8_experiments.training_comparison` and `quality_comparison`) and train them on first
+`posttrain.rl_ablation`, `fp8_experiments.training_comparison` and `quality_comparison`, `metap_experiments.lr_sweep`) and train them on first
 use. Inside a notebook that first use is one cell, which a cell time limit (the test suite's) can cut short on a slow
 or busy machine. Warming the cache trains them all beforehand, with no limit; afterwards every notebook only loads
 them.
@@ -29,7 +29,7 @@ class Artifact:
 def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifact]:
     """The cached artifacts of a profile, in build order (each stage after the one it starts from)."""
     from ..train import posttrain
-    from . import fp8_experiments, shapes, zoo
+    from . import fp8_experiments, metap_experiments, shapes, zoo
     from .data import course_tokens
 
     p = profile or current_profile()
@@ -43,12 +43,14 @@ def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifa
         Artifact("posttrain:rl-ablation", lambda: posttrain.rl_ablation(p, progress=progress)),
         Artifact("fp8:training", lambda: fp8_experiments.training_comparison(p, progress=progress)),
         Artifact("fp8:quality", lambda: fp8_experiments.quality_comparison(p, progress=progress)),
+        Artifact("metap:lr-sweep", lambda: metap_experiments.lr_sweep(p, progress=progress)),
     ]
 
 
 # Artifacts that start from nothing but the corpus: `warm(jobs=2)` builds them in a second process while this one
 # builds mini-scout and everything that starts from it (the post-training stages, the FP8 quality comparison).
-INDEPENDENT = ("zoo:mini-dense", "zoo:mini-behemoth", "vlm:mini-vlm", "vlm:mini-vlm-blind", "fp8:training")
+INDEPENDENT = ("zoo:mini-dense", "zoo:mini-behemoth", "vlm:mini-vlm", "vlm:mini-vlm-blind", "fp8:training",
+               "metap:lr-sweep")
 
 
 def warm(profile: str | None = None, only: list[str] | None = None, progress: bool = False,
