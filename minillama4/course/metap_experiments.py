@@ -125,14 +125,15 @@ class SweepSpec:
 def sweep_spec(profile: str | None = None) -> SweepSpec:
     """The sweep each profile runs: widths 16 → 128 (8x) at two depths, a factor-2 grid of learning rates."""
     return by_profile(
-        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 2, -1)),
+        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 3, -1)),
                      steps=150, batch_size=8, seq_len=32, warmup_steps=15, head_dim=8),
         laptop=SweepSpec(widths=(16, 32, 64, 128), depths=(2, 4), lrs=tuple(2.0 ** -k for k in range(10, 2, -1)),
                          steps=300, batch_size=8, seq_len=64, warmup_steps=30, head_dim=8),
         profile=profile)
 
 
-def _run_train_config(spec: SweepSpec, lr: float) -> TrainConfig:
+def run_train_config(spec: SweepSpec, lr: float) -> TrainConfig:
+    """The training settings of one run: peak `lr`, warm-up, cosine decay to lr / 10, one evaluation at the end."""
     return TrainConfig(steps=spec.steps, batch_size=spec.batch_size, seq_len=spec.seq_len, lr=lr, min_lr=lr / 10,
                        warmup_steps=spec.warmup_steps, eval_every=spec.steps, eval_batches=spec.eval_batches,
                        seed=spec.seed)
@@ -145,7 +146,7 @@ def sweep_run(spec: SweepSpec, parametrization: str, width: int, depth: int, lr:
     seed_everything(spec.seed)
     base = (min(spec.widths), min(spec.depths))  # the smallest model is the base shape: tuned there, transferred up
     model = Llama4(sweep_config(width, depth, parametrization, base, spec.head_dim))
-    hist = train(model, course_tokens("train").ids, course_tokens("val").ids, _run_train_config(spec, lr),
+    hist = train(model, course_tokens("train").ids, course_tokens("val").ids, run_train_config(spec, lr),
                  progress=False)
     val = hist.val_loss[-1]
     tail = hist.train_loss[-10:]
