@@ -269,8 +269,9 @@ def test_coordinate_check_is_flat_under_metap_and_grows_under_standard():
 
 # ------------------------------------------------------------------------------------------------ the LR sweep
 def test_the_ci_sweep_best_lr_stays_under_metap_and_moves_under_standard():
-    """Chapter 13's claim on the ci sweep (read from the cache `zoo warm` fills; trained here if it is missing,
-    about 5 CPU-minutes). Measured on the ci and laptop sweeps: from width 16 to 128 the best learning rate moved
+    """Chapter 13's claim on the ci sweep, read from the cache `zoo warm` fills (trained here if it is missing: about
+    5 CPU-minutes). The cache key follows metap.py's code (tests/test_cachekey.py): with a MetaP rule switched off
+    the sweep is trained again and its metap curves move like standard's. Measured on the ci and laptop sweeps: from width 16 to 128 the best learning rate moved
     ≤ 1 grid step (factor 2) under metap at each depth and ≥ 3 steps down under standard; every optimum interior."""
     from minillama4.course.metap_experiments import best_lrs, loss_curves, lr_sweep, sweep_spec
 
@@ -289,14 +290,3 @@ def test_the_ci_sweep_best_lr_stays_under_metap_and_moves_under_standard():
     base = (min(spec.depths), min(spec.widths))
     assert curves[("metap", *base)] == curves[("standard", *base)]
     assert curves[("metap", base[0], max(spec.widths))] != curves[("standard", base[0], max(spec.widths))]
-
-
-def test_the_sweep_cache_key_follows_the_metap_rules(monkeypatch):
-    """A change to a MetaP rule must not read the runs of the old rule from the cache."""
-    from minillama4.course import metap_experiments as mx
-
-    spec = mx.sweep_spec("ci")
-    before = mx._sweep_dir(spec, "ci")
-    assert mx._sweep_dir(spec.__class__(**{**spec.__dict__, "lrs": spec.lrs[1:]}), "ci") == before  # the grid: no
-    monkeypatch.setattr(metap, "lr_multiplier", lambda group, m, d: 1.0)  # the multipliers switched off
-    assert mx._sweep_dir(spec, "ci") != before

@@ -23,16 +23,17 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .. import metap
 from ..config import Llama4Config
 from ..model import Llama4
 from ..train import TrainConfig, get_batch, lm_loss, make_optimizer, optimizer_step, seed_everything, train
+from .cachekey import cache_key
 from .data import cache_dir, course_tokens
 from .profile import by_profile, current_profile
 
 HEAD_DIM = 8  # every width keeps this head size and adds heads (as Llama 4 does: Dh = 128 at every size)
 COORD_WIDTHS = (16, 32, 64, 128, 256)  # the coordinate check's widths (16x)
-EXPERIMENT_CODE_VERSION = 1  # bump when a change here or in training changes the results
+EXPERIMENT_CODE_VERSION = 1  # bump when a change in this file changes the results (the key follows RUN_CODE itself)
+RUN_CODE = ("minillama4.model", "minillama4.train", "minillama4.metap")  # what a sweep run executes besides this file
 
 
 def sweep_config(width: int, depth: int, parametrization: str, base: tuple[int, int],
@@ -155,18 +156,14 @@ def sweep_run(spec: SweepSpec, parametrization: str, width: int, depth: int, lr:
 
 
 def _sweep_dir(spec: SweepSpec, profile: str):
-    """The folder of a sweep's runs. A run depends on everything in the spec but the grid itself (its learning rate
-    and parametrization are in its file name), so widening the grid keeps the runs already made; and on MetaP's
-    multipliers at each shape, so that changing a rule in metap.py trains the sweep again."""
-    data = course_tokens("train").ids
+    """The folder of a sweep's runs, under a key (cachekey.py) over what a run depends on: the spec but the grid
+    itself (a run's learning rate and parametrization are in its file name, so widening the grid keeps the runs
+    made), the training data, EXPERIMENT_CODE_VERSION for this file, the code of the model, of training and of
+    MetaP's rules, and the runtime (torch version, thread count)."""
     run_spec = {k: v for k, v in asdict(spec).items() if k not in ("lrs", "parametrizations")}
-    base = (min(spec.widths), min(spec.depths))
-    rules = {f"D{w}-L{d}": metap.scales(sweep_config(w, d, "metap", base, spec.head_dim))
-             for w in spec.widths for d in spec.depths}
-    h = hashlib.sha256(json.dumps({"spec": run_spec, "code": EXPERIMENT_CODE_VERSION, "metap": rules},
-                                  sort_keys=True).encode())
-    h.update(data[:4096].numpy().tobytes())
-    return cache_dir() / "metap" / f"lr-sweep-{profile}-{h.hexdigest()[:12]}"
+    payload = {"spec": run_spec, "code": EXPERIMENT_CODE_VERSION, "profile": profile,
+               "data": hashlib.sha256(course_tokens("train").ids.numpy().tobytes()).hexdigest()}
+    return cache_dir() / "metap" / f"lr-sweep-{profile}-{cache_key(payload, *RUN_CODE)}"
 
 
 def lr_sweep(profile: str | None = None, progress: bool = True) -> dict:
