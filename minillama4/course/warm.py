@@ -1,10 +1,10 @@
 """Build every cached artifact the notebooks load, once, up front: `minillama4 zoo warm`.
 
 The chapters load trained toy models from the cache (`zoo.pretrained`, `shapes.pretrained_vlm`, `posttrain.stage`,
-`posttrain.rl_ablation`, `fp8_experiments.training_comparison` and `quality_comparison`, `metap_experiments.lr_sweep`) and train them on first
-use. Inside a notebook that first use is one cell, which a cell time limit (the test suite's) can cut short on a slow
-or busy machine. Warming the cache trains them all beforehand, with no limit; afterwards every notebook only loads
-them.
+`posttrain.rl_ablation`, `fp8_experiments.training_comparison` and `quality_comparison`,
+`metap_experiments.lr_sweep`) and train them on first use. Inside a notebook that first use is one cell, which a cell
+time limit (the test suite's) can cut short on a slow or busy machine. Warming the cache trains them all beforehand,
+with no limit; afterwards every notebook only loads them.
 
     minillama4 zoo list                  # what the notebooks load from the cache
     minillama4 zoo warm [--profile ci]   # build what is missing (each artifact is file-locked: safe to run twice)
@@ -38,19 +38,21 @@ def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifa
         *(Artifact(f"zoo:{name}", lambda n=name: zoo.pretrained(n, p, verbose=progress)) for name in zoo.recipes(p)),
         *(Artifact(f"vlm:{name}", lambda n=name: shapes.pretrained_vlm(n, p, verbose=progress))
           for name in shapes.recipes(p)),
+        Artifact("fp8:training", lambda: fp8_experiments.training_comparison(p, progress=progress)),
+        Artifact("metap:lr-sweep", lambda: metap_experiments.lr_sweep(p, progress=progress)),
         *(Artifact(f"posttrain:{name}", lambda n=name: posttrain.stage(n, p, progress=progress))
           for name in posttrain.STAGES),
         Artifact("posttrain:rl-ablation", lambda: posttrain.rl_ablation(p, progress=progress)),
-        Artifact("fp8:training", lambda: fp8_experiments.training_comparison(p, progress=progress)),
         Artifact("fp8:quality", lambda: fp8_experiments.quality_comparison(p, progress=progress)),
-        Artifact("metap:lr-sweep", lambda: metap_experiments.lr_sweep(p, progress=progress)),
     ]
 
 
-# Artifacts that start from nothing but the corpus: `warm(jobs=2)` builds them in a second process while this one
-# builds mini-scout and everything that starts from it (the post-training stages, the FP8 quality comparison).
+# What `warm(jobs=2)` builds in a second process while this one builds mini-scout and the chain that starts from it
+# (SFT → RL → DPO, the FP8 quality comparison): the artifacts that start from nothing but the corpus (the toy models,
+# the FP8 training comparison, the MetaP learning-rate sweep), then the RL ablation (it starts from SFT, which this
+# process has finished by then, and runs beside RL and DPO here).
 INDEPENDENT = ("zoo:mini-dense", "zoo:mini-behemoth", "vlm:mini-vlm", "vlm:mini-vlm-blind", "fp8:training",
-               "metap:lr-sweep")
+               "metap:lr-sweep", "posttrain:rl-ablation")
 
 
 def warm(profile: str | None = None, only: list[str] | None = None, progress: bool = False,

@@ -165,20 +165,21 @@ def rl_ablation(profile: str | None = None, progress: bool = True, seed: int = 0
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.is_file():
             _, sft_rec = stage("sft", profile, progress, seed)
-            _, rl_rec = stage("rl", profile, progress, seed)
             tok = course_tokenizer()
             evals = eval_set(r.eval_per_level)
-            out = {"profile": profile, "sft_metrics": sft_rec["metrics"], "variants": {}}
-            for name, change in ABLATION_VARIANTS.items():
-                cfg = replace(r.rl, **change)
-                if cfg == r.rl:
-                    rec = rl_rec
-                else:
+            recs = {}
+            for name, change in ABLATION_VARIANTS.items():  # the other variants first: the "rl" stage may still be
+                cfg = replace(r.rl, **change)                # training in another process (zoo warm --jobs 2)
+                if cfg != r.rl:
                     model, _ = stage("sft", profile, progress, seed)
                     t0 = time.process_time()
                     hist = train_rl(model, tok, cfg, evals, progress=progress, desc=f"rl ({name})")
-                    rec = {"metrics": evaluate(model, tok, evals), "history": hist.to_dict(),
-                           "cpu_seconds": time.process_time() - t0}
+                    recs[name] = {"metrics": evaluate(model, tok, evals), "history": hist.to_dict(),
+                                  "cpu_seconds": time.process_time() - t0}
+            out = {"profile": profile, "sft_metrics": sft_rec["metrics"], "variants": {}}
+            for name, change in ABLATION_VARIANTS.items():
+                cfg = replace(r.rl, **change)
+                rec = recs[name] if name in recs else stage("rl", profile, progress, seed)[1]
                 out["variants"][name] = {"config": asdict(cfg), **rec}
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps(out))
