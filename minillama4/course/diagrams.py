@@ -19,9 +19,9 @@ Every number on a diagram is read from the arguments or computed by the package'
 `moe.dispatch`, `cache.LayerKV`, `quantize_int4` / `pack_int4`, `alpha_at`, `image_prompt`, `torch.finfo`,
 `metap.scales`). Each function returns a `viz.VizFigure` (a matplotlib Figure that shows itself as PNG in a
 notebook), 9-12 inches wide, in the colours of `viz` (expert e is `expert_color(e)` everywhere; RoPE blue, NoPE
-orange). Most diagrams are drawn on one axes whose units are inches. Shapes that stand for one thing carry a gid ("attn:3", "sorted:5",
-"byte:2", ...), so what a diagram shows can be checked. Bad input raises a ValueError (TypeError for a wrong kind
-of config) that names the argument.
+orange). Most diagrams are drawn on one axes whose units are inches. Shapes that stand for one thing carry a gid
+("attn:3", "sorted:5", "byte:2", ...), so what a diagram shows can be checked. Bad input raises a ValueError
+(TypeError for a wrong kind of config) that names the argument.
 """
 
 from __future__ import annotations
