@@ -2,16 +2,19 @@
 
 What it measures (random weights with the real shapes: no real checkpoint can be downloaded on the GPU machine)
 ------------------------------------------------------------------------------------------------------------
-0. checks   torch's int4 kernel on Scout's expert shapes against the dequantized reference, before anything is
-            timed (a wrong kernel layout is an exit status 1, not a fast wrong number).
+0. checks   torch's int4 kernel on Scout's expert shapes against the dequantized reference, and the compiled decode
+            step against the eager one, before anything is timed (a wrong kernel layout or compiled step is an
+            exit status 1, not a fast wrong number).
 1. model    the 48-layer Scout text model (preset "scout": D 5120, 16 routed experts + 1 shared of F 8192, 40/8
             heads, vocab 202048) built on the GPU: bf16 attention/embeddings/lm_head, int4 (group 128) routed and
             shared experts, generated expert by expert, so the bf16 model never exists. Then:
               * weight bytes (against the arithmetic) and peak GPU memory;
               * prefill tokens/s of a 4K-token prompt;
-              * batch-1 decode tokens/s at 1K and 8K tokens of context, and batch-8 decode tokens/s at 1K;
-              * the bandwidth limit: bytes one batch-1 decode step reads (attention, lm_head, shared expert, one
-                routed expert per layer, the KV cache) / the measured device copy bandwidth;
+              * decode tokens/s, eager and compiled (`minillama4.decode.DecodeStep`: torch.compile of the whole
+                step, replayed as a CUDA graph), at batch 1 with 1K and 8K tokens of context and at batch 8 with 1K;
+              * the bytes one decode step reads (attention, lm_head, shared expert, the routed expert of every
+                token, the KV cache: the kept slots eager, every allocated slot compiled), the bandwidth limit they
+                imply at the measured device copy bandwidth, and the measured speed as a fraction of it (roofline);
               * "fits with an 8K context": peak memory after the 8K run.
 2. hf       transformers' Llama4ForCausalLM with Scout's shapes in bf16 at a depth that fits (2 layers and 1; the
             difference is one layer), against ours at the same depths: decode-step and 4K-prefill time per layer.
@@ -22,15 +25,16 @@ What it measures (random weights with the real shapes: no real checkpoint can be
 
 Targets (issue 6): fits with an 8K context; batch-1 decode >= 120 tokens/s; prefill >= 8k tokens/s.
 
-Run (each part fits in a 10-minute call; results go to --json, a markdown table to stdout)
+Run
 ---
-    python bench/scout_h100.py --part checks model --json docs/scout_h100_model.json
-    python bench/scout_h100.py --part hf --json docs/scout_h100_hf.json
-    python bench/scout_h100.py --part loader --workdir /tmp/scout_ckpt --json docs/scout_h100_loader.json
-    python bench/scout_h100.py --tiny --device cpu --part checks model hf loader   # a smoke test of this script on CPU
+    python bench/scout_h100.py --all        # on the GPU: every part; bench/results/scout_h100.json and .md
+    python bench/scout_h100.py --part hf --json hf.json                            # one part
+    python bench/scout_h100.py --tiny --device cpu --all --compile-backend eager   # smoke test (tests/test_bench.py)
 
-Exit status: 1 if a correctness check fails or a part crashes (with the reason), else 0 whether targets are met or
-not (the table says PASS / MISSED).
+`--all` is meant to fit in 10 minutes on an H100 or H200 (not yet run on one): a compiled decode run that would start
+too late to leave the later parts their time (`--budget-s`) is skipped, and the table says so. The JSON and the markdown are
+rewritten after every part, so a run cut short keeps what it measured. Exit status: 1 if a correctness check fails
+or a part crashes (with the reason), else 0 whether targets are met or not (the table says PASS / MISSED).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from torch import nn
 import minillama4
 from minillama4.cache import kv_cache_bytes
 from minillama4.checkpoint import from_pretrained
+from minillama4.decode import DecodeStep
 from minillama4.quant import (GROUP_SIZE, Int4ExpertBank, Int4Linear, expected_int4_bytes, int4_swiglu,
                               kernel_available, quantize_int4, dequantize_int4, weight_bytes)
 
@@ -118,8 +123,10 @@ def scout_config(tiny: bool, layers: int | None = None) -> minillama4.Llama4Conf
 
 def sizes(tiny: bool) -> dict:
     if tiny:
-        return dict(prefill=512, contexts=[128, 512], batch=8, batch_context=128, steps=8, loader_layers=2, shard_gb=0.004)
-    return dict(prefill=4096, contexts=[1024, 8192], batch=8, batch_context=1024, steps=64, loader_layers=3, shard_gb=4.3)
+        return dict(prefill=256, contexts=[64, 320], batch=8, batch_context=64, steps=4, model_layers=4, loader_layers=2,
+                    shard_gb=0.004)
+    return dict(prefill=4096, contexts=[1024, 8192], batch=8, batch_context=1024, steps=64, model_layers=None,
+                loader_layers=3, shard_gb=4.3)
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -158,9 +165,12 @@ def build_random_int4(cfg, device, layout="auto", seed=0, std=0.02) -> nn.Module
     return model.eval()
 
 
-def decode_bytes_per_token(model, cache) -> dict:
-    """Bytes a batch-1 decode step reads: every non-expert weight it uses, the shared expert and one routed expert
-    per MoE layer (the int4 bytes), the lm_head, one embedding row, and the kept K/V of every layer."""
+def decode_bytes_per_token(model, cache, batch: int = 1, every_slot: bool = False) -> dict:
+    """Bytes a decode step of `batch` tokens (one per row) reads: every non-expert weight it uses, the shared expert, the routed
+    expert of each (token, slot) pair (the int4 bytes; a decode step picks each pair's expert by index, so an expert
+    chosen twice is read twice), the lm_head, the embedding rows, and the K/V of every layer: the kept ones (an
+    eager step), or every allocated slot (every_slot: a compiled step reads them all, under a mask). Copies the
+    step makes on the way (the gathered experts) are not counted: they show in the roofline ratio."""
     attn = norms = router = shared = routed = 0
     for layer in model.layers:
         attn += sum(p.numel() * p.element_size() for p in layer.self_attn.parameters())
@@ -171,12 +181,12 @@ def decode_bytes_per_token(model, cache) -> dict:
             router += ff.router.weight.numel() * ff.router.weight.element_size()
             shared += sum(m.nbytes() for m in ff.shared_expert.modules() if isinstance(m, Int4Linear))
             k = model.config.num_experts_per_tok
-            routed += k * (ff.experts.gate_up[0].nbytes() + ff.experts.down[0].nbytes())
+            routed += batch * k * (ff.experts.gate_up[0].nbytes() + ff.experts.down[0].nbytes())
         else:
             shared += sum(p.numel() * p.element_size() for p in ff.parameters())
     lm = model.lm_head.weight.numel() * model.lm_head.weight.element_size()
-    emb_row = model.embed_tokens.weight[0].numel() * model.embed_tokens.weight.element_size()
-    kv = cache.used_bytes() if cache is not None else 0
+    emb_row = batch * model.embed_tokens.weight[0].numel() * model.embed_tokens.weight.element_size()
+    kv = 0 if cache is None else cache.nbytes() if every_slot else cache.used_bytes()
     parts = dict(attention=attn, norms=norms, router=router, shared_expert=shared, routed_experts=routed,
                  lm_head=lm, embedding_row=emb_row, kv_cache=kv)
     parts["total"] = sum(parts.values())
@@ -229,6 +239,7 @@ def part_checks(args) -> dict:
     small = scout_config(True, layers=4)
     m4 = build_random_int4(small, device, args.layout, seed=3, std=0.05)
     ids = torch.randint(0, small.vocab_size, (1, 40), device=device, generator=gen)
+    out["compiled_step_vs_eager_rel_err"] = check_compiled_step(m4, ids, args.compile_backend)
     with torch.no_grad():
         got = m4(ids).float()
         for layer in m4.layers:
@@ -249,10 +260,32 @@ def part_checks(args) -> dict:
     return out
 
 
+def check_compiled_step(model, ids, backend: str) -> float:
+    """The compiled decode step (a CUDA graph on a GPU) against the eager step, token by token on the same input
+    (batch 2: two rows, two experts per layer): the worst relative logit error. A wrong compiled step must not be
+    timed."""
+    ids = ids.repeat(2, 1)
+    ids[1] = ids[1].flip(0)
+    eager, static = model.new_cache(2, ids.shape[1]), model.new_cache(2, ids.shape[1])
+    worst = 0.0
+    with torch.no_grad():
+        model(ids[:, :8], cache=eager)
+        model(ids[:, :8], cache=static)
+        step = DecodeStep(model, static, backend=backend)
+        for t in range(8, ids.shape[1]):
+            got = step(ids[:, t:t + 1]).float()
+            want = model(ids[:, t:t + 1], cache=eager, last_only=True)[:, -1].float()
+            worst = max(worst, ((got - want).norm() / want.norm()).item())
+    if not worst < 2e-2:
+        raise CheckFailed(f"the compiled decode step differs from the eager one: relative logit error {worst:.3g}")
+    return worst
+
+
 def part_model(args) -> dict:
     device = torch.device(args.device)
-    cfg, sz = scout_config(args.tiny), sizes(args.tiny)
-    out = {"config": "scout (48 layers)" if not args.tiny else "tiny scout-like"}
+    sz = sizes(args.tiny)
+    cfg = scout_config(args.tiny, sz["model_layers"])
+    out = {"config": f"{'tiny scout-like' if args.tiny else 'scout'} ({cfg.num_hidden_layers} layers)"}
     reset_gpu_peak(device)
     t = time.perf_counter()
     model = build_random_int4(cfg, device, args.layout)
@@ -287,31 +320,46 @@ def part_model(args) -> dict:
         out["prefill_s"] = timed(lambda: model(prompt(1, T), cache=c, last_only=True), device)
         out["prefill_tok_s"] = T / out["prefill_s"]
         del c
-        # decode at several contexts, batch 1
-        for n in sz["contexts"]:
-            c = model.new_cache(1, n + sz["steps"] + 4)
-            for s in range(0, n, 4096):  # prefill the context in pieces of <= 4K tokens
-                model(prompt(1, min(4096, n - s)), cache=c, last_only=True)
-            for _ in range(2):
-                model(prompt(1, 1), cache=c, last_only=True)
-            step = prompt(1, 1)
-            dt = timed(lambda: model(step, cache=c, last_only=True), device, sz["steps"])
-            out[f"decode_b1_ctx{n}_tok_s"] = 1 / dt
-            bpt = decode_bytes_per_token(model, c)
-            out[f"decode_b1_ctx{n}_bytes_per_token"] = bpt
-            out[f"decode_b1_ctx{n}_bandwidth_limit_tok_s"] = out["copy_bandwidth_Bps"] / bpt["total"]
-            out[f"kv_cache_ctx{n}_allocated_bytes"] = c.nbytes()
-            del c
-        out["peak_with_8k_context_bytes"] = gpu_peak(device)
-        # batch 8 decode
-        B, n = sz["batch"], sz["batch_context"]
-        c = model.new_cache(B, n + sz["steps"] + 4)
-        model(prompt(B, n), cache=c, last_only=True)
-        model(prompt(B, 1), cache=c, last_only=True)
-        step = prompt(B, 1)
-        dt = timed(lambda: model(step, cache=c, last_only=True), device, sz["steps"])
-        out[f"decode_b{B}_ctx{n}_tok_s"] = B / dt
-        del c
+        # decode: batch 1 at each context, then the batch; eager, then compiled (a CUDA graph on a GPU). Every
+        # batch-1 run uses one cache length, so one compile of the step serves them all.
+        steps, b1_len = sz["steps"], max(sz["contexts"]) + sz["steps"] + 8
+        runs = [(1, n, b1_len) for n in sz["contexts"]] + [(sz["batch"], sz["batch_context"],
+                                                           sz["batch_context"] + steps + 8)]
+        for how in ("eager", "compiled"):
+            for B, n, cache_len in runs:
+                key = f"decode_b{B}_ctx{n}"
+                c = model.new_cache(B, cache_len)
+                for s0 in range(0, n, 4096):  # prefill the context in pieces of <= 4K tokens
+                    model(prompt(B, min(4096, n - s0)), cache=c, last_only=True)
+                step_ids = prompt(B, 1)
+                if how == "eager":
+                    run = lambda: model(step_ids, cache=c, last_only=True, check_ids=False)  # noqa: E731
+                else:
+                    if time.perf_counter() > args.compile_deadline:  # leave the later parts their time
+                        out[f"{key}_compiled_skipped"] = "time budget (--budget-s)"
+                        del c
+                        continue
+                    if n == sz["contexts"][0] or B > 1:  # a new shape: start afresh, for a static graph (torch would
+                        torch._dynamo.reset()  # otherwise recompile with symbolic shapes, which takes longer)
+                    t = time.perf_counter()
+                    step = DecodeStep(model, c, backend=args.compile_backend)
+                    step(step_ids)  # compiles (or reuses the compiled step); on a GPU, records the CUDA graph
+                    sync(device)
+                    out[f"{key}_compile_s"] = time.perf_counter() - t
+                    run = lambda: step(step_ids)  # noqa: E731
+                run(), run()  # warm-up
+                out[f"{key}_{how}_tok_s"] = B / timed(run, device, steps)
+                bps = decode_bytes_per_token(model, c, B, every_slot=how == "compiled")
+                limit = B * out["copy_bandwidth_Bps"] / bps["total"]  # tokens/s if every byte moved at copy speed
+                out[f"{key}_{how}_bytes_per_step"] = bps
+                out[f"{key}_{how}_bandwidth_limit_tok_s"] = limit
+                out[f"{key}_{how}_roofline_ratio"] = out[f"{key}_{how}_tok_s"] / limit
+                out[f"kv_cache_b{B}_ctx{n}_allocated_bytes"] = c.nbytes()
+                del c, run
+                step = None  # its CUDA graph and memory pool go with it
+                if how == "eager" and B == 1 and n == max(sz["contexts"]):
+                    out["peak_with_8k_context_bytes"] = gpu_peak(device)
+                args.save(model=out)  # a run cut short keeps what it measured
     out["peak_bytes"] = gpu_peak(device)
     if device.type == "cuda":
         out["device_total_bytes"] = torch.cuda.get_device_properties(device).total_memory
@@ -450,12 +498,15 @@ def part_loader(args) -> dict:
         t = time.perf_counter()
         total, n_shards = _write_scout_shaped_checkpoint(path, cfg, int(sz["shard_gb"] * 1e9), device)
         out.update(write_s=time.perf_counter() - t, checkpoint_bytes=total, shards=n_shards)
-        try:  # a cold read, if this machine lets us drop the page cache
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3")
-            out["page_cache"] = "dropped (cold read)"
-        except OSError:
-            out["page_cache"] = "warm (the checkpoint was just written; could not drop caches)"
+        if device.type != "cuda":  # a shared CPU machine: never drop its page cache
+            out["page_cache"] = "warm (the checkpoint was just written; the page cache is not dropped on a CPU run)"
+        else:  # a cold read, if this machine lets us drop the page cache
+            try:
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3")
+                out["page_cache"] = "dropped (cold read)"
+            except OSError:
+                out["page_cache"] = "warm (the checkpoint was just written; could not drop caches)"
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -515,16 +566,26 @@ def report(results: dict) -> str:
         ok = m["prefill_tok_s"] >= TARGETS["prefill_tok_s"]
         lines.append(f"| prefill, {m['prefill_tokens']} tokens | {m['prefill_tok_s']:,.0f} tok/s | ≥ 8,000 | "
                      f"{'PASS' if ok else 'MISSED'} |")
-        for k, v in m.items():
-            if k.startswith("decode_b1_ctx") and k.endswith("_tok_s") and "limit" not in k:
-                ctx = k[len("decode_b1_ctx"):-len("_tok_s")]
-                lim = m[f"decode_b1_ctx{ctx}_bandwidth_limit_tok_s"]
-                ok = v >= TARGETS["decode_tok_s"]
-                lines.append(f"| decode, batch 1, {ctx} context | {v:.1f} tok/s | ≥ 120; bandwidth limit {lim:.0f} | "
-                             f"{'PASS' if ok else 'MISSED'} |")
-            elif k.startswith("decode_b") and k.endswith("_tok_s") and not k.startswith("decode_b1_"):
-                lines.append(f"| decode, {k[len('decode_'):-len('_tok_s')]} | {v:.1f} tok/s | (info) | |")
         lines.append(f"| device copy bandwidth (read + write) | {m['copy_bandwidth_Bps'] / 1e12:.2f} TB/s | | |")
+    runs = sorted({k[len("decode_"):-len("_eager_tok_s")] for k in (m or {}) if k.endswith("_eager_tok_s")},
+                  key=lambda r: tuple(int(x) for x in r[1:].replace("_ctx", " ").split()))
+    if runs:
+        lines += ["", "| decode (tokens/s) | eager | compiled | compile s | MB read per step (compiled) | "
+                      "bandwidth limit | roofline eager / compiled | target |", "|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            B, ctx = r[1:].split("_ctx")
+            e, c = m.get(f"decode_{r}_eager_tok_s"), m.get(f"decode_{r}_compiled_tok_s")
+            best = max(e, c or 0)
+            target = (f"≥ 120: {'PASS' if best >= TARGETS['decode_tok_s'] else 'MISSED'}" if B == "1" else "(info)")
+            if c is None:
+                lines.append(f"| batch {B}, {ctx} context | {e:.1f} | (skipped: time budget) | | | | "
+                             f"{m[f'decode_{r}_eager_roofline_ratio']:.2f} / | {target} |")
+                continue
+            lines.append(f"| batch {B}, {ctx} context | {e:.1f} | {c:.1f} | {m[f'decode_{r}_compile_s']:.1f} | "
+                         f"{m[f'decode_{r}_compiled_bytes_per_step']['total'] / 1e6:,.0f} | "
+                         f"{m[f'decode_{r}_compiled_bandwidth_limit_tok_s']:,.0f} | "
+                         f"{m[f'decode_{r}_eager_roofline_ratio']:.2f} / {m[f'decode_{r}_compiled_roofline_ratio']:.2f} | "
+                         f"{target} |")
     h = results.get("hf")
     if isinstance(h, dict) and "ours_int4" in h:
         lines += ["", f"| per layer (transformers {h['transformers']}, bf16 vs ours int4) | transformers | ours | ratio |",
@@ -549,16 +610,32 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+PARTS = ["checks", "model", "hf", "loader"]
+LATER_PART_S = {"hf": 90, "loader": 240}  # rough guesses (not measured on a GPU) of what the parts after model need
+COMPILE_S = 180  # a rough guess of one compile of the 48-layer step on a GPU
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--part", nargs="+", default=["checks", "model"], choices=["checks", "model", "hf", "loader"])
+    p.add_argument("--part", nargs="+", default=["checks", "model"], choices=PARTS)
+    p.add_argument("--all", action="store_true", help="every part, in order: " + ", ".join(PARTS))
     p.add_argument("--device", default="cuda")
     p.add_argument("--layout", default="auto", choices=["auto", "plain", "kernel"], help="int4 storage layout")
     p.add_argument("--tiny", action="store_true", help="toy widths (a smoke test of the script, e.g. on CPU)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compiled decode step (the CPU smoke test: eager, no codegen)")
+    p.add_argument("--budget-s", type=float, default=600,
+                   help="a compiled decode run that would end past this many seconds, leaving the later parts their "
+                        "time, is skipped (and the table says so)")
     p.add_argument("--workdir", default=None, help="where the loader part writes its checkpoint (needs ~13 GB)")
     p.add_argument("--keep", action="store_true", help="keep the loader checkpoint")
-    p.add_argument("--json", default=None, help="write all numbers here")
+    p.add_argument("--json", default=None, help="all numbers (default: bench/results/scout_h100[_tiny].json)")
+    p.add_argument("--markdown", default=None, help="the tables (default: the --json path with .md)")
     args = p.parse_args(argv)
+    parts = PARTS if args.all else args.part
+    args.json = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                          f"scout_h100{'_tiny' if args.tiny else ''}.json")
+    args.markdown = args.markdown or os.path.splitext(args.json)[0] + ".md"
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("scout_h100: --device cuda but torch.cuda.is_available() is False (a CPU build of torch, or no GPU). "
@@ -570,19 +647,32 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     env = {"torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "tiny": args.tiny, "layout": args.layout}
+           "tiny": args.tiny, "layout": args.layout, "compile_backend": args.compile_backend}
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
         torch.backends.cuda.matmul.allow_tf32 = True
-    results, failed = {"env": env}, False
-    for part in args.part:
+    results, failed, start = {"env": env}, False, time.perf_counter()
+
+    def save(**part_results):
+        """Write the JSON and the markdown now (after every part, and within the long ones)."""
+        results.update(part_results)
+        results["env"]["total_s"] = time.perf_counter() - start
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        with open(args.markdown, "w") as f:
+            f.write(report(results) + "\n")
+
+    args.save = save
+    later = sum(LATER_PART_S.get(q, 0) for q in parts[parts.index("model") + 1:]) if "model" in parts else 0
+    args.compile_deadline = start + args.budget_s - later - (0 if args.tiny else COMPILE_S)
+    for part in parts:
         t = time.perf_counter()
         try:
-            results[part] = {"checks": part_checks, "model": part_model, "hf": part_hf, "loader": part_loader}[part](args)
-            results[part]["part_s"] = time.perf_counter() - t
+            res = {"checks": part_checks, "model": part_model, "hf": part_hf, "loader": part_loader}[part](args)
+            save(**{part: dict(res, part_s=time.perf_counter() - t)})
         except Exception as e:  # noqa: BLE001 - report every failure loudly, then go on with the next part
             failed = True
-            results[part] = {"error": f"{type(e).__name__}: {e}"}
+            save(**{part: dict(results.get(part) or {}, error=f"{type(e).__name__}: {e}")})  # keep what it measured
             traceback.print_exc()
             if part == "checks":  # nothing after a failed correctness check is worth timing
                 break
@@ -592,9 +682,7 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
     print(json.dumps(results, indent=1, default=str))
     print(report(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
+    print(f"wrote {args.json} and {args.markdown}")
     return 1 if failed else 0
 
 

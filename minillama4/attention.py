@@ -64,17 +64,20 @@ class Attention(nn.Module):
         k_pos_S = positions_T
         if cache is not None:  # prepend what this layer kept from earlier calls (RoPE layers: current chunk only)
             k_BKSD, v_BKSD, k_pos_S = cache.update(self.layer_idx, k_BKSD, v_BKSD, positions_T)
+        every_slot = getattr(cache, "static", False)  # a compiled decode step reads all slots: mask them
 
         if return_weights:
             out_BHTD, w_BHTS = self._eager(q_BHTD, k_BKSD, v_BKSD, attention_mask(positions_T, k_pos_S, self.chunk_size))
         else:
-            out_BHTD, w_BHTS = self._sdpa(q_BHTD, k_BKSD, v_BKSD, positions_T, k_pos_S), None
+            out_BHTD, w_BHTS = self._sdpa(q_BHTD, k_BKSD, v_BKSD, positions_T, k_pos_S, every_slot), None
         out = self.o_proj(out_BHTD.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
         return (out, w_BHTS) if return_weights else out
 
-    def _sdpa(self, q_BHTD, k_BKSD, v_BKSD, q_pos, k_pos):
+    def _sdpa(self, q_BHTD, k_BKSD, v_BKSD, q_pos, k_pos, every_slot: bool = False):
         T, S = q_BHTD.shape[2], k_BKSD.shape[2]
-        if T == 1:  # decode: every kept key is in the past and (RoPE layers) in the current chunk
+        if every_slot:
+            mask, causal = attention_mask(q_pos, k_pos, self.chunk_size), False
+        elif T == 1:  # decode: every kept key is in the past and (RoPE layers) in the current chunk
             mask, causal = None, False
         elif T == S and (self.chunk_size is None or q_pos[0] // self.chunk_size == q_pos[-1] // self.chunk_size):
             mask, causal = None, True  # plain causal over a fresh span inside one chunk

@@ -6,6 +6,10 @@ nothing before it is visible again. So a RoPE layer keeps at most C positions, a
 boundary. With Scout (36 RoPE layers, C = 8192) that caps three quarters of the cache at a fixed size.
 
 Buffers are allocated once, up front, for `max_len` tokens; asking for more is an error, not a silent overwrite.
+
+Slots: a NoPE layer keeps position p in slot p, a RoPE layer in slot p mod C (its chunk starts at slot 0). An eager
+step reads the filled slots [0, length); a compiled decode step (`StaticDecode`) writes its token's slot in place and
+reads every slot, masking those not filled yet, so its shapes never change and nothing is read back to the host.
 """
 
 import numbers
@@ -24,16 +28,21 @@ class LayerKV:
         self.v = torch.zeros_like(self.k)  # v_BKSD
         self.chunk_size, self.start, self.length = chunk_size, 0, 0
 
+    def enter(self, p0: int) -> None:
+        """Bookkeeping before writing position p0: it must follow the kept positions; a new chunk starts over."""
+        if p0 != self.start + self.length:
+            raise RuntimeError(f"KV cache out of step: expected position {self.start + self.length}, got {p0}")
+        C = self.chunk_size
+        if C is not None and p0 // C != self.start // C:  # a new chunk began: the old one is invisible from now on
+            self.start, self.length = p0 // C * C, 0
+
     def update(self, k_new: torch.Tensor, v_new: torch.Tensor, positions: torch.Tensor, p0: int | None = None):
         """Add T new keys/values (positions p0 … p0+T-1). Returns the keys, values and positions the new queries
         may look at (kept past + new); the caller's mask narrows them further to the right chunk.
         p0: the first position as a Python int, when the caller knows it (KVCache does): reading it from
         `positions` would make a GPU wait for the device at every layer."""
         p0, T, C = int(positions[0]) if p0 is None else p0, k_new.shape[2], self.chunk_size
-        if p0 != self.start + self.length:
-            raise RuntimeError(f"KV cache out of step: expected position {self.start + self.length}, got {p0}")
-        if C is not None and p0 // C != self.start // C:  # a new chunk began: the old one is invisible from now on
-            self.start, self.length = p0 // C * C, 0
+        self.enter(p0)
         n = self.length
         if n + T <= self.k.shape[2]:  # fits: write in place, return views
             self.k[:, :, n:n + T], self.v[:, :, n:n + T] = k_new, v_new
@@ -53,6 +62,8 @@ class LayerKV:
 
 class KVCache:
     """Keys and values of every layer for a batch of sequences of up to `max_len` tokens."""
+
+    static = False  # attention reads the filled slots only (see StaticDecode)
 
     def __init__(self, config: Llama4Config, batch_size: int, max_len: int, dtype=torch.float32, device="cpu"):
         for name, v in (("batch_size", batch_size), ("max_len", max_len)):
@@ -75,11 +86,22 @@ class KVCache:
             raise ValueError(f"KV cache full: it holds {self.max_len} tokens, {self.pos} are used and {num_new} more "
                              f"were asked for; make a larger cache (max_len) or shorten the request")
 
+    def positions(self, num_new: int, device) -> torch.Tensor:
+        """Absolute positions of the next num_new tokens: [pos, pos + num_new)."""
+        return torch.arange(self.pos, self.pos + num_new, device=device)
+
     def update(self, layer_idx: int, k, v, positions):
         return self.layers[layer_idx].update(k, v, positions, p0=self.pos)  # the new tokens start at self.pos
 
     def advance(self, num_new: int) -> None:
         self.pos += num_new
+
+    def advance_decode(self) -> None:
+        """Record one token written by a `StaticDecode` step at position pos: the same bookkeeping as an eager step."""
+        for L in self.layers:
+            L.enter(self.pos)
+            L.length += 1
+        self.pos += 1
 
     def nbytes(self) -> int:
         """Bytes allocated for keys and values, all layers."""
@@ -99,6 +121,40 @@ class KVCache:
         return (f"KV cache: {self.nbytes() / 2**20:.2f} MiB allocated for {self.max_len} tokens, "
                 f"{self.used_bytes() / 2**20:.2f} MiB in use at {self.pos} tokens, "
                 f"{self.bytes_per_token() / 1024:.1f} KiB per further token (NoPE layers only)")
+
+
+class StaticDecode:
+    """A KVCache as one compiled decode step (one token per row) sees it. The position is a device tensor pos_1 [1]
+    that the caller sets before the step; each layer writes its new key and value into slot p (NoPE) or p mod C
+    (RoPE) in place, and attention reads every slot of the fixed-size buffers, slot s standing for position s (NoPE)
+    or ⌊p / C⌋·C + s (RoPE). The causal mask hides the slots not written yet and the stale slots of a finished
+    chunk: both stand for positions after p. Nothing here reads a number back to the host or changes a shape.
+    The caller checks room before the step (`KVCache.check`) and records it after (`KVCache.advance_decode`)."""
+
+    static = True  # attention must mask: every slot is read
+
+    def __init__(self, cache: KVCache, pos_1: torch.Tensor):
+        self.cache, self.pos_1 = cache, pos_1
+
+    def check(self, num_new: int) -> None:
+        if num_new != 1:
+            raise ValueError(f"a static decode step takes one token per row, got {num_new}")
+
+    def positions(self, num_new: int, device) -> torch.Tensor:
+        return self.pos_1
+
+    def update(self, layer_idx: int, k_new, v_new, positions):
+        L = self.cache.layers[layer_idx]
+        C = L.chunk_size
+        slot_1 = positions if C is None else positions % C
+        L.k[:, :, slot_1], L.v[:, :, slot_1] = k_new, v_new  # in place, at a slot the device knows
+        pos_S = torch.arange(L.k.shape[2], device=positions.device)  # the position each slot stands for
+        if C is not None:
+            pos_S = pos_S + positions // C * C
+        return L.k, L.v, pos_S
+
+    def advance(self, num_new: int) -> None:
+        pass  # recorded outside the step: KVCache.advance_decode
 
 
 def kv_cache_bytes(config: Llama4Config, num_tokens: int, batch_size: int = 1, dtype_bytes: int = 2,

@@ -5,6 +5,7 @@
     minillama4 generate CHECKPOINT_DIR --ids 1 5 9 --max-new-tokens 20    greedy (or sampled) continuation of token ids
     minillama4 generate CHECKPOINT_DIR --prompt "Once upon"     the same for text (the checkpoint's tokenizer.json)
     minillama4 chat --checkpoint CHECKPOINT_DIR [--quantize int4]   chat, streaming the replies
+    minillama4 generate|chat … --compile    the decode step compiled whole (a CUDA graph on a GPU)
     minillama4 info --preset maverick --expert-parallel 8 [--quantize int4]   per-rank memory of N-way expert parallel
     torchrun --nproc-per-node N -m minillama4 generate|chat …   the same, the experts split over N processes
     minillama4 pretrain --steps 200 --out runs/one     pretrain the toy model (under torchrun: data + expert parallel)
@@ -30,6 +31,7 @@ import torch.distributed as dist
 from .cache import kv_cache_bytes
 from .checkpoint import CheckpointError, from_pretrained, load_config
 from .config import Llama4Config
+from .decode import DecodeStep, check_compilable
 from .sampling import check_sampling
 
 
@@ -106,14 +108,14 @@ def cmd_generate(args) -> int:
         gen = torch.Generator(device=device).manual_seed(args.seed)
         stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
         ids = stream_generate(model, tok.encode(_clean(args.prompt)), args.max_new_tokens, args.temperature, args.top_p,
-                              stop, gen)
+                              stop, gen, args.compile)
         _print_stream(tok, ids, _out())
         return 0
     model = _load_model(args, device)
     ids = torch.tensor([args.ids], device=device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     out = model.generate(ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                         eos_token_id=model.config.eos_token_id, generator=gen)
+                         eos_token_id=model.config.eos_token_id, generator=gen, compile=args.compile)
     print(" ".join(str(t) for t in out[0, len(args.ids):].tolist()), file=_out())
     return 0
 
@@ -171,10 +173,11 @@ def _check_vocab(tok, model) -> None:
 
 
 def stream_generate(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                    stop_ids=(), generator: torch.Generator | None = None):
+                    stop_ids=(), generator: torch.Generator | None = None, compile: bool = False):
     """An iterator over the new token ids, each yielded as soon as it is sampled (batch 1, KV cache); it stops after
-    max_new_tokens or at a stop token (not yielded). Bad arguments, or a prompt plus max_new_tokens that overflow
-    the context, are an error at the call, before any token."""
+    max_new_tokens or at a stop token (not yielded). compile=True: the decode steps run compiled (`decode.py`).
+    Bad arguments, or a prompt plus max_new_tokens that overflow the context, are an error at the call, before any
+    token."""
     n, limit = len(prompt_ids), model.config.max_position_embeddings
     if n == 0:
         raise ValueError("empty prompt: nothing to continue")
@@ -184,17 +187,23 @@ def stream_generate(model, prompt_ids: list[int], max_new_tokens: int, temperatu
     if n + max_new_tokens > limit:
         raise ValueError(f"prompt of {n} tokens + {max_new_tokens} new tokens exceeds the model's context of {limit} "
                          "tokens; shorten the conversation or ask for fewer tokens")
+    if compile:
+        check_compilable(model, 1)
     return _stream(model, prompt_ids, model.new_cache(1, n + max_new_tokens), max_new_tokens, temperature, top_p,
-                   stop_ids, generator)
+                   stop_ids, generator, compile)
 
 
 @torch.no_grad()
-def _stream(model, prompt_ids, cache, max_new_tokens, temperature, top_p, stop_ids, generator):
+def _stream(model, prompt_ids, cache, max_new_tokens, temperature, top_p, stop_ids, generator, compile):
     from .sampling import sample_next_token
 
     step = torch.tensor([prompt_ids], device=model.device)
-    for _ in range(max_new_tokens):
-        logits_V = model(step, cache=cache, last_only=True)[0, -1]
+    decode = DecodeStep(model, cache) if compile else None
+    for i in range(max_new_tokens):
+        if decode is not None and i > 0:  # the prompt (prefill) runs eager, each later token through the compiled step
+            logits_V = decode(step)[0]
+        else:
+            logits_V = model(step, cache=cache, last_only=True)[0, -1]
         nxt = int(sample_next_token(logits_V[None], temperature, top_p, generator)[0])
         if nxt in stop_ids:
             return
@@ -228,6 +237,8 @@ def cmd_chat(args) -> int:
     tok = _load_tokenizer(args.checkpoint)
     model = _load_model(args, device)
     _check_vocab(tok, model)
+    if args.compile:  # before the first message: a model that cannot compile is not a per-message problem
+        check_compilable(model, 1)
     stop = set(tok.stop_ids) | set(_eos_list(model.config.eos_token_id))
     gen = torch.Generator(device=device).manual_seed(args.seed)
     messages = [{"role": "system", "content": _clean(args.system)}] if args.system else []
@@ -244,7 +255,7 @@ def cmd_chat(args) -> int:
         messages.append({"role": "user", "content": line})
         try:  # the message text is plain text: typing <|eot|> cannot end the turn (chat.encode_chat)
             ids = stream_generate(model, encode_prompt(tok, messages), args.max_new_tokens, args.temperature,
-                                  args.top_p, stop, gen)
+                                  args.top_p, stop, gen, args.compile)
         except ValueError as e:
             messages.pop()
             refused += 1
@@ -339,6 +350,10 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+COMPILE_HELP = ("compile the decode step whole (torch.compile; replayed as a CUDA graph on a GPU): faster tokens "
+                "after a one-time compile of a minute or more; one process only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minillama4", description="Llama 4 from scratch: tools for the course package")
     p.add_argument("--debug", action="store_true", help="show an error's full traceback instead of one line")
@@ -369,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts")
     g.add_argument("--parallel", choices=["expert", "tensor"], default="expert",
                    help="under torchrun: whole experts per rank (default) or a slice of every expert (Meta's split)")
+    g.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     g.set_defaults(fn=cmd_generate)
     c = sub.add_parser("chat", parents=[common],
                        help="chat with a checkpoint (its tokenizer.json and Llama 4's chat format)")
@@ -384,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quantize", choices=["int4"], default=None, help="int4 routed and shared experts (Scout on one GPU)")
     c.add_argument("--parallel", choices=["expert", "tensor"], default="expert",
                    help="under torchrun: whole experts per rank (default) or a slice of every expert (Meta's split)")
+    c.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     c.set_defaults(fn=cmd_chat)
     gr = sub.add_parser("grade", parents=[common],
                         help="score your graded exercises (exercises/chNN_*.py), one chapter or all")

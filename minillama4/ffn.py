@@ -41,10 +41,16 @@ def _grouped_mm_ok(x: torch.Tensor, dim: int = 8, hidden: int = 8) -> bool:
             and torch.cuda.get_device_capability(x.device)[0] >= 9)
 
 
+GATHER_ROWS = 16  # a call with at most this many (token, expert) rows picks each row's expert weights by index
+
+
 class ExpertBank(nn.Module):
     """E independent SwiGLU experts in the checkpoint layout. `forward_expert(e, x)` runs one of them;
     `forward_sorted(x_ND, counts_E)` runs each expert on its own contiguous slice of rows (sparse dispatch);
+    `forward_gathered(x_ND, expert_N)` runs a few rows, each through its own expert (a decode step);
     `forward(x_ETD)` runs every expert on its own batch (the dense reference computation)."""
+
+    gather_rows = GATHER_ROWS  # up to this many rows the MoE layer calls forward_gathered (0: never)
 
     def __init__(self, num_experts: int, dim: int, hidden: int):
         super().__init__()
@@ -74,6 +80,15 @@ class ExpertBank(nn.Module):
                 gate_nF, up_nF = (x_nD @ w1_E[e]).chunk(2, dim=-1)
                 ys.append((F.silu(gate_nF) * up_nF) @ w2_E[e])
         return torch.cat(ys) if ys else x_ND.new_zeros(0, self.dim)
+
+    def forward_gathered(self, x_ND: torch.Tensor, expert_N: torch.Tensor) -> torch.Tensor:
+        """Row n through expert expert_N[n] → [N, D]. Each row's weights are picked on the device (`index_select`):
+        nothing is read back to the host and no shape depends on the routing, so a decode step written this way
+        compiles whole. It copies the chosen experts' weights: worth it for a few rows only (GATHER_ROWS)."""
+        w1_NDH = self.gate_up_proj.index_select(0, expert_N)  # [N, D, 2F]: row n's expert's W_gate | W_up
+        gate_NF, up_NF = torch.bmm(x_ND[:, None, :], w1_NDH)[:, 0].chunk(2, dim=-1)
+        w2_NFD = self.down_proj.index_select(0, expert_N)  # [N, F, D]
+        return torch.bmm((F.silu(gate_NF) * up_NF)[:, None, :], w2_NFD)[:, 0]
 
     def forward(self, x_ETD: torch.Tensor) -> torch.Tensor:
         gate_ETF, up_ETF = torch.bmm(x_ETD, self.gate_up_proj).chunk(2, dim=-1)

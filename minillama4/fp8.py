@@ -322,6 +322,7 @@ class Fp8TrainingLinear(nn.Linear):
 class Fp8TrainingExpertBank(ExpertBank):
     """An ExpertBank whose matmuls run in FP8: expert e computes x W_e with W_e = gate_up_proj[e] as [D, 2F], which is
     x (W_eᵀ)ᵀ, so the [out, in] weight of `fp8_matmul` is W_eᵀ."""
+    gather_rows = 0  # every call takes forward_sorted (ExpertBank's gathered path would multiply in float)
     scaled: bool = True
     stats: Fp8Stats | None = None
 

@@ -21,6 +21,7 @@ from torch import nn
 from .attention import Attention
 from .cache import KVCache
 from .config import Llama4Config
+from .decode import DecodeStep, check_compilable
 from .ffn import SwiGLU
 from .memory import ensure_fits
 from .metap import scale_init_
@@ -164,13 +165,13 @@ class Llama4(nn.Module):
         if check_ids and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-        start = 0
         if cache is not None:
             cache.check(T)
-            start = cache.pos
+            positions_T = cache.positions(T, input_ids.device)  # absolute positions: the cached ones come first
         elif T > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {T} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}")
-        positions_T = torch.arange(start, start + T, device=input_ids.device)  # absolute positions
+        else:
+            positions_T = torch.arange(T, device=input_ids.device)
         freqs_TP = rope_angles(positions_T, self.inv_freq)  # e^{j p ω}, shared by all RoPE layers
 
         x_BTD = self.embed(input_ids, pixel_values)
@@ -195,11 +196,14 @@ class Llama4(nn.Module):
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
                  eos_token_id: int | list[int] | None = None, generator: torch.Generator | None = None,
                  use_cache: bool = True, cache_len: int | None = None,
-                 pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+                 pixel_values: torch.Tensor | None = None, compile: bool | str = False) -> torch.Tensor:
         """Continue each row of input_ids [B, T]; returns [B, T + n] with n ≤ max_new_tokens.
         Greedy at temperature 0. Rows that emitted an eos token are padded with it until all rows are done.
         use_cache=False recomputes the whole sequence each step (same tokens, much slower: for comparison).
-        pixel_values: the images of the prompt's `<|patch|>` tokens (read once, by the prefill)."""
+        pixel_values: the images of the prompt's `<|patch|>` tokens (read once, by the prefill).
+        compile=True: the decode steps after the prefill run as one compiled graph, replayed as a CUDA graph on a GPU
+        (`decode.py`; the first call pays for compiling). A string names the torch.compile backend instead of its
+        default "inductor" (e.g. "aot_eager": the same whole graph, run without generating code)."""
         # every argument is checked before any memory is reserved
         input_ids = as_token_ids(input_ids, self.device)
         B, T = input_ids.shape
@@ -210,6 +214,13 @@ class Llama4(nn.Module):
             isinstance(eos_token_id, (list, tuple)) and all(isinstance(i, numbers.Integral) for i in eos_token_id))
         if not eos_ok:
             raise ValueError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
+        if not isinstance(compile, (bool, str)):
+            raise TypeError(f"compile must be True, False or a torch.compile backend name, got {compile!r}")
+        backend = compile if isinstance(compile, str) else "inductor" if compile else None
+        if backend is not None and not use_cache:
+            raise ValueError("compile=True compiles the cached decode step: it needs use_cache=True")
+        if backend is not None:
+            check_compilable(self, B, backend)
         total = T + max_new_tokens
         if total > self.config.max_position_embeddings:
             raise ValueError(f"prompt + new tokens = {total} exceeds max_position_embeddings={self.config.max_position_embeddings}")
@@ -223,8 +234,11 @@ class Llama4(nn.Module):
                            [int(i) for i in eos_token_id or []], dtype=torch.long, device=input_ids.device)
         ids, done = input_ids, torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         step_input = input_ids
+        decode = DecodeStep(self, cache, backend=backend) if backend is not None and max_new_tokens > 1 else None
         for step in range(max_new_tokens):
-            if use_cache:  # the images enter with the prompt (prefill); decode steps add text tokens only
+            if decode is not None and step > 0:
+                logits_BV = decode(step_input)
+            elif use_cache:  # the images enter with the prompt (prefill); decode steps add text tokens only
                 logits_BV = self(step_input, pixel_values if step == 0 else None, cache=cache, last_only=True,
                                  check_ids=step == 0)[:, -1]
             else:  # the whole sequence again, images included

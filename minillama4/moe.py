@@ -11,6 +11,10 @@ token (with zero input for the tokens not routed there); here each expert only s
 2. run one matmul pair per expert on its slice (`ExpertBank.forward_sorted`: a loop over experts, or one
    grouped-matmul kernel where torch has it);
 3. add each result back to its token with `index_add` (the scatter-add `combine`), then add the shared expert.
+
+A decode step has only a few (token, expert) pairs. There the bank picks each pair's expert weights by index on the
+device instead (`gathered_experts`): no sort, no counts read back to the host, shapes fixed by the batch alone, so
+the whole step can be compiled and replayed as a CUDA graph. Long prompts keep the sorted path.
 """
 
 import torch
@@ -55,6 +59,15 @@ def routed_experts(experts: ExpertBank, x_TD: torch.Tensor, routing: RouterOutpu
     return combine(y_ND, token_N, x_TD.shape[0])  # scatter-add back to the tokens
 
 
+def gathered_experts(experts: ExpertBank, x_TD: torch.Tensor, routing: RouterOutput) -> torch.Tensor:
+    """The same sum as `routed_experts`, for a few tokens: pair n = (token n // k, slot n % k) goes through expert
+    indices[t, slot], whose weights the bank picks by index (`forward_gathered`). Nothing waits for the host."""
+    T, k = routing.indices.shape
+    x_ND = (x_TD[:, None, :] * routing.scores[..., None]).reshape(T * k, -1)  # σ · x for every (token, slot)
+    y_ND = experts.forward_gathered(x_ND, routing.indices.reshape(-1))
+    return y_ND.view(T, k, -1).sum(1)  # Σ over each token's k experts
+
+
 class MoE(nn.Module):
     """Router + E routed experts + one always-on shared expert (a Llama 4 MoE feed-forward block)."""
 
@@ -67,8 +80,10 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterOutput]:
         x_TD = x.reshape(-1, x.shape[-1])  # routing is per token: fold batch and time
         routing = self.router(x_TD)
+        few = x_TD.shape[0] * self.router.top_k <= getattr(self.experts, "gather_rows", 0)  # a decode step
+        routed_TD = (gathered_experts if few else routed_experts)(self.experts, x_TD, routing)
         # routed sum first, then + shared: the reference's order, so even bfloat16 results are the same bits
-        out_TD = self.shared_expert(x_TD) + routed_experts(self.experts, x_TD, routing)
+        out_TD = self.shared_expert(x_TD) + routed_TD
         return out_TD.view_as(x), routing
 
 

@@ -25,9 +25,10 @@ Two storage layouts, one meaning:
             which is faster for many rows. The kernel's nibble order is not documented, so we *measure* it once
             per shape (`kernel_permutation`) and check it, rather than assume it.
 
-An `Int4ExpertBank` keeps one pair of quantized matrices per expert; for a decode step it runs only the experts
-that received tokens, so it reads only the selected experts' weights. The bank (`QuantizedExpertBank`) and the
-streaming loader work with any `QuantizedLinear`: FP8 (`fp8.py`) uses them too.
+An `Int4ExpertBank` keeps one pair of quantized matrices per expert, stacked along a leading expert dimension. A long
+prompt runs each expert that received tokens on them; a decode step picks the chosen experts' packed weights by index
+on the device (`forward_gathered`). Either way only the selected experts' weights are read. The bank
+(`QuantizedExpertBank`) and the streaming loader work with any `QuantizedLinear`: FP8 (`fp8.py`) uses them too.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from .ffn import SwiGLU
+from .ffn import GATHER_ROWS, SwiGLU
 
 GROUP_SIZE = 128  # inputs per scale (Meta's int4_mixed)
 QMIN, QMAX = -8, 7  # signed 4-bit range
@@ -284,13 +286,17 @@ class QuantizedExpertBank(nn.Module):
     """E SwiGLU experts whose matrices are quantized linears, built empty by `make_linear(in_features, out_features)`
     (Int4Linear here, Fp8Linear in fp8.py). Expert e: gate_up[e] = W_gate|W_up as [2F, D], down[e] = W_down as [D, F]
     (the checkpoint's [D, 2F] and [F, D], transposed to the [out, in] layout the quantizers work along).
-    Same interface as `ExpertBank.forward_sorted`: only experts that received rows are run (and read)."""
+    The interface of `ExpertBank`: `forward_sorted` runs only the experts that received rows (and reads only their
+    weights); `forward_gathered` picks each row's expert by index on the device."""
+
+    gather_rows = GATHER_ROWS  # up to this many rows the MoE layer calls forward_gathered
 
     def __init__(self, num_experts: int, dim: int, hidden: int, make_linear):
         super().__init__()
         self.num_experts, self.dim, self.hidden = num_experts, dim, hidden
         self.gate_up = nn.ModuleList(make_linear(dim, 2 * hidden) for _ in range(num_experts))
         self.down = nn.ModuleList(make_linear(hidden, dim) for _ in range(num_experts))
+        self._stacks = {}  # kind → {buffer name → [E, …]}, each expert's buffer a slice of it (see `stacked`)
 
     def load_gate_up(self, gate_up_EDH: torch.Tensor, name: str = "gate_up_proj") -> list[QuantError]:
         """Quantize the checkpoint's gate_up_proj [E, D, 2F], one expert at a time (float temporaries stay one
@@ -331,6 +337,54 @@ class QuantizedExpertBank(nn.Module):
         Experts with no rows are skipped: a batch-1 decode step reads one routed expert's weights per layer."""
         ys = [self.forward_expert(e, x_nD) for e, x_nD in enumerate(x_ND.split(counts_E.tolist())) if x_nD.shape[0]]
         return torch.cat(ys) if ys else x_ND.new_zeros(0, self.dim)
+
+    def forward_gathered(self, x_ND: torch.Tensor, expert_N: torch.Tensor) -> torch.Tensor:
+        """Row n through expert expert_N[n] → [N, D], for a few rows (a decode step). Each row's quantized buffers are
+        picked from the stacked ones by index on the device: only the chosen experts' weights are read, nothing is
+        read back to the host, and no shape depends on the routing."""
+        gate_NF, up_NF = self._gathered("gate_up", x_ND, expert_N).chunk(2, dim=-1)
+        return self._gathered("down", F.silu(gate_NF) * up_NF, expert_N)
+
+    def _gathered(self, kind: str, x_NK: torch.Tensor, expert_N: torch.Tensor) -> torch.Tensor:
+        """y[n] = x[n] Ŵ[expert_N[n]]ᵀ for the matrices of `kind`: expert 0's module (every expert's has the same
+        shape and format) run with row n's expert's buffers in place of its own."""
+        picked = {name: t_E.index_select(0, expert_N) for name, t_E in self.stacked(kind).items()}  # [N, …]
+        mod = getattr(self, kind)[0]
+        return torch.cat([functional_call(mod, {name: t_N[n] for name, t_N in picked.items()}, (x_NK[n:n + 1],))
+                          for n in range(x_NK.shape[0])])
+
+    def stacked(self, kind: str) -> dict[str, torch.Tensor]:
+        """Every buffer of the `kind` experts' modules ("gate_up" or "down": qweight, scales, …) as one tensor [E, …]
+        whose slices the modules hold. The loader builds them that way; if they were not (or no longer are, e.g.
+        after `.to()`), they are stacked once, here. Inside a compiled step the stacks found before are used."""
+        if torch.compiler.is_compiling():  # checked by the eager call that prepared the step (`prepare_gather`)
+            if kind not in self._stacks:
+                raise RuntimeError("call prepare_gather() on the expert banks before compiling (DecodeStep does)")
+            return self._stacks[kind]
+        mods = getattr(self, kind)
+        stacks = {}
+        for name, t0 in mods[0].named_buffers():
+            ts = [getattr(m, name) for m in mods]
+            base = t0._base
+            if base is None or base.shape != (len(ts), *t0.shape) or any(t.data_ptr() != b.data_ptr()
+                                                                         for t, b in zip(ts, base)):
+                if not t0.numel():
+                    raise RuntimeError("the expert bank has no weights yet (call load_gate_up and load_down)")
+                base = torch.stack(ts)
+                for m, t in zip(mods, base):
+                    setattr(m, name, t)
+            stacks[name] = base
+        self._stacks[kind] = stacks
+        return stacks
+
+    def _apply(self, fn, recurse=True):
+        self._stacks = {}  # `.to()` and the like give every expert new buffers: forget the old stacks (and free them)
+        return super()._apply(fn, recurse)
+
+    def prepare_gather(self) -> None:
+        """Find (or build) the stacked buffers before a decode step is compiled."""
+        for kind in ("gate_up", "down"):
+            self.stacked(kind)
 
     def forward(self, x_ETD: torch.Tensor) -> torch.Tensor:
         """Every expert on its own batch (the dense reference computation)."""

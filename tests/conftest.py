@@ -84,3 +84,21 @@ def pytest_addoption(parser):
     parser.addoption("--impl", choices=["solutions", "exercises"], default="exercises",
                      help="which implementation the graded-exercise tests (tests/exercises) grade: your exercises/ "
                           "(the default) or the reference solutions/ (CI: all must pass)")
+
+
+@pytest.fixture
+def quick_compile(monkeypatch):
+    """torch.compile as the package calls it, run with the "aot_eager" backend: the same whole graph (fullgraph still
+    refuses any break), without generating code, which takes minutes on a busy 2-core machine. Returns the list of
+    the options each call asked for."""
+    import torch
+
+    calls, real = [], torch.compile
+
+    def compile(fn, **options):
+        calls.append(options)
+        return real(fn, **{**options, "backend": "aot_eager"})
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", compile)
+    return calls

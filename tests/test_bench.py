@@ -61,3 +61,28 @@ def test_expert_parallel_bench_runs_and_its_bytes_are_the_arithmetic(tmp_path):
     assert 0 < two["bytes_per_token_layer"] < 2 * two["uniform"] and two["uniform"] == 256 * 4 / 2
     fits = data["fits"]  # computed: Scout in int4 on one H100 (Meta's claim), Maverick in fp8 on one 8-GPU host
     assert fits["scout / int4 / H100 80 GB"][0] == 1 and fits["maverick / fp8 / H100 80 GB"][0] == 8
+
+
+def test_scout_h100_all_parts_run_tiny_on_cpu(tmp_path):
+    """The one GPU command, `--all`, at toy widths on CPU: every part runs (the compiled decode step traced whole,
+    without code generation), its correctness checks pass, and one JSON and one markdown file hold every number."""
+    out, md = tmp_path / "scout.json", tmp_path / "scout.md"
+    r = subprocess.run([sys.executable, "bench/scout_h100.py", "--tiny", "--device", "cpu", "--all", "--compile-backend",
+                        "eager", "--budget-s", "3600", "--json", str(out), "--markdown", str(md)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert set(data) == {"env", "checks", "model", "hf", "loader"} and not any("error" in v for v in data.values())
+    assert data["checks"]["compiled_step_vs_eager_rel_err"] < 2e-2
+    m = data["model"]
+    for run in ("b1_ctx64", "b1_ctx320", "b8_ctx64"):
+        for how in ("eager", "compiled"):
+            assert m[f"decode_{run}_{how}_tok_s"] > 0 and 0 < m[f"decode_{run}_{how}_roofline_ratio"] < 1
+        eager, compiled = (m[f"decode_{run}_{how}_bytes_per_step"]["total"] for how in ("eager", "compiled"))
+        assert eager < compiled  # a compiled step reads every allocated K/V slot, an eager one the kept ones
+    assert m["decode_b8_ctx64_eager_bytes_per_step"]["routed_experts"] == 8 * m[
+        "decode_b1_ctx64_eager_bytes_per_step"]["routed_experts"]  # one routed expert per token (top-1)
+    assert m["prefill_tok_s"] > 0 and m["weight_bytes"] == m["expected_weight_bytes"]
+    assert data["hf"]["speedup_decode_per_layer_s"] > 0 and data["loader"]["load_GBps"] > 0
+    table = md.read_text()
+    assert "| batch 8, 64 context |" in table and "streaming int4 loader" in table and "transformers" in table

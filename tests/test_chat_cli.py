@@ -137,6 +137,17 @@ def test_chat_reads_turns_from_stdin_and_keeps_the_conversation(ckpt, monkeypatc
     assert "\n".join(lines[:-1]) == first + "\n" + second  # two replies, the second one saw the first
 
 
+def test_chat_with_compile_gives_the_eager_replies(ckpt, monkeypatch, capsys, quick_compile):
+    """chat --compile: two turns, each streamed through a compiled decode step, equal the eager replies."""
+    args = ["chat", "--checkpoint", str(ckpt), "--temperature", "0", "--max-new-tokens", "6", "--prompt", "Hello there",
+            "--prompt", "Who are you?"]
+    assert main(args) == 0
+    want = capsys.readouterr().out
+    assert main(args + ["--compile"]) == 0
+    assert capsys.readouterr().out == want and len(want.strip()) > 0
+    assert len(quick_compile) == 2 and all(c["fullgraph"] for c in quick_compile)  # one decode step per reply
+
+
 def test_generate_with_text_and_clear_errors(ckpt, tmp_path, capsys):
     model, tok = minillama4.from_pretrained(ckpt), load_tokenizer(ckpt)
     assert main(["generate", str(ckpt), "--prompt", "The cat", "--max-new-tokens", "5"]) == 0

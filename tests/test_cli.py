@@ -28,6 +28,16 @@ def test_generate_prints_the_greedy_continuation(scout_ckpt, capsys):
     assert got == want and len(got) >= 1
 
 
+def test_generate_with_compile_prints_the_same_tokens(scout_ckpt, capsys, quick_compile):
+    """--compile: the decode step goes through torch.compile (whole graph, the default compiler) and the greedy
+    tokens are the eager ones."""
+    assert main(["generate", str(scout_ckpt), "--ids", "5", "7", "9", "--max-new-tokens", "12"]) == 0
+    want = capsys.readouterr().out
+    assert main(["generate", str(scout_ckpt), "--ids", "5", "7", "9", "--max-new-tokens", "12", "--compile"]) == 0
+    assert capsys.readouterr().out == want
+    assert quick_compile == [{"fullgraph": True, "backend": "inductor"}]
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "minillama4", "info", "--preset", "toy"], capture_output=True, text=True)
     assert r.returncode == 0 and "layer plan" in r.stdout

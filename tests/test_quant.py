@@ -194,22 +194,39 @@ def test_int4_weight_bytes_are_as_computed(ckpt):
     assert 64e9 < total < 66e9 and scout.num_parameters() * 2 > 215e9
 
 
-def test_a_batch1_decode_step_runs_one_routed_expert_per_layer(ckpt):
-    """Which int4 matrices a decode step multiplies by (so which weights it reads): per MoE layer the shared
-    expert's three and the gate_up and down of the one expert the router chose, nothing else."""
+def test_a_batch1_decode_step_reads_only_the_chosen_experts_weights(ckpt):
+    """Which int4 weights a decode step reads: per MoE layer the shared expert's three matrices (they run as
+    modules) and the routed expert the router chose, picked by index from the stacked buffers. With every other
+    expert poisoned (NaN scales) the logits are unchanged, bit for bit; poisoning the chosen one reaches them."""
     m = minillama4.from_pretrained(ckpt, quantize="int4")
     ran = []
     for name, mod in m.named_modules():
-        if isinstance(mod, Int4Linear):
+        if isinstance(mod, Int4Linear) and ".shared_expert." in name:
             mod.register_forward_hook(lambda mod, inp, out, name=name: ran.append(name))
-    cache = m.new_cache(1, 8)
-    with torch.no_grad():
-        m(torch.tensor([[5, 6, 7]]), cache=cache)
-        ran.clear()
-        _, routing = m(torch.tensor([[8]]), cache=cache, return_routing=True)
-    for i, r in enumerate(routing):
-        e = int(r.indices[0, 0])
-        want = {f"layers.{i}.feed_forward.experts.gate_up.{e}", f"layers.{i}.feed_forward.experts.down.{e}"} | {
-            f"layers.{i}.feed_forward.shared_expert.{p}" for p in ("gate_proj", "up_proj", "down_proj")}
-        assert {n for n in ran if n.startswith(f"layers.{i}.")} == want
-    assert len(ran) == 5 * m.config.num_hidden_layers
+
+    def step(poison):
+        cache = m.new_cache(1, 8)
+        with torch.no_grad():
+            m(torch.tensor([[5, 6, 7]]), cache=cache)
+            saved = {}
+            for i, layer in enumerate(m.layers):
+                for kind in ("gate_up", "down"):
+                    s_E = layer.feed_forward.experts.stacked(kind)["scales"]
+                    saved[i, kind] = s_E.clone()
+                    s_E[poison(i)] = float("nan")
+            ran.clear()
+            try:
+                return m(torch.tensor([[8]]), cache=cache, return_routing=True)
+            finally:
+                for (i, kind), s_E in saved.items():
+                    m.layers[i].feed_forward.experts.stacked(kind)["scales"].copy_(s_E)
+
+    want, routing = step(lambda i: [])
+    chosen = [int(r.indices[0, 0]) for r in routing]
+    E = m.config.num_local_experts
+    got, _ = step(lambda i: [e for e in range(E) if e != chosen[i]])
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert sorted(ran) == sorted(f"layers.{i}.feed_forward.shared_expert.{p}" for i in range(len(m.layers))
+                                 for p in ("gate_proj", "up_proj", "down_proj"))
+    bad, _ = step(lambda i: [chosen[i]] if i == 0 else [])
+    assert bad.isnan().all()
