@@ -716,6 +716,7 @@ def test_warm_lists_everything_the_notebooks_load():
         loaded |= {"fp8:training"} if "training_comparison(" in src else set()
         loaded |= {"fp8:quality"} if "quality_comparison(" in src else set()
         loaded |= {"int4:quality"} if "int4_quality(" in src else set()
+        loaded |= {"metap:lr-sweep"} if "lr_sweep(" in src else set()
         loaded |= {f"posttrain:{n}" for n in ("base", "sft", "rl", "dpo")} if "posttrain.run(" in src else set()
     assert {"zoo:mini-scout", "zoo:mini-dense", "vlm:mini-vlm", "posttrain:dpo", "posttrain:rl-ablation"} <= loaded
     assert loaded <= names, f"the notebooks load {sorted(loaded - names)}, which `zoo warm` does not build"

@@ -156,3 +156,18 @@ def test_bad_module_names_are_clear_errors():
         cachekey.source_hash("torch.nn")
     with pytest.raises(ValueError, match="no module 'minillama4.nope'"):
         cachekey.source_hash("minillama4.nope")
+
+
+def test_the_metap_sweep_key_follows_metap_rules_but_not_the_grid(copy):
+    """Chapter 13's learning-rate sweep caches each run on its own: widening the grid keeps them, a changed MetaP
+    rule trains them again."""
+    import dataclasses
+
+    from minillama4.course import metap_experiments as mx
+
+    spec = mx.sweep_spec("ci")
+    before = mx._sweep_dir(spec, "ci")
+    assert mx._sweep_dir(dataclasses.replace(spec, lrs=spec.lrs[1:]), "ci") == before
+    assert mx._sweep_dir(dataclasses.replace(spec, steps=spec.steps + 1), "ci") != before
+    copy("metap.py", '"hidden": 1.0 / width_mult,', '"hidden": 1.0,')  # the hidden weights' lr × 1/m switched off
+    assert mx._sweep_dir(spec, "ci") != before

@@ -361,3 +361,27 @@ def test_fp8_training_step_shapes_and_formats(configs, name):
     png(fig)
     with pytest.raises(TypeError):
         diagrams.fp8_training_step("toy")
+
+
+# --------------------------------------------------------------------------------------------------- 13. MetaP
+def test_metap_groups_labels_each_weight_with_its_groups_scales():
+    from minillama4 import metap
+
+    cfg = Llama4Config.preset("toy").replace(hidden_size=256, num_attention_heads=8, num_key_value_heads=4,
+                                             num_hidden_layers=12, parametrization="metap", base_hidden_size=64,
+                                             base_num_layers=2)
+    fig = diagrams.metap_groups(cfg)
+    s = metap.scales(cfg)  # m = 4, d = 6
+    boxes = {"embed": "embedding", "qkv": "hidden", "o": "branch_out", "router": "router", "gate_up": "hidden",
+             "down": "branch_out", "lm_head": "readout", "attn_norm": "norm", "ffn_norm": "norm"}
+    assert set(shapes(fig, "")) >= {f"{g}:{b}" for b, g in boxes.items()}
+    for b, g in boxes.items():
+        assert label(fig, f"scale:{b}") == f"init ×{s[g].init:.3g}\nlr ×{s[g].lr:.3g}", b
+    assert label(fig, "scale:o") == "init ×0.0833\nlr ×0.0417"  # 1/(√4 · 6), 1/(4 · 6)
+    assert label(fig, "fold:down").startswith("× 1/d = 0.167")
+    assert "m = 4, d = 6" in all_text(fig) and "× 12 layers" in all_text(fig)
+    png(fig)
+    std = diagrams.metap_groups(Llama4Config.preset("toy"))  # standard: every multiplier 1
+    assert all(label(std, f"scale:{b}") == "init ×1\nlr ×1" for b in boxes)
+    with pytest.raises(TypeError):
+        diagrams.metap_groups("toy")

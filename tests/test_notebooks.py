@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHAPTER_FILES = {0: "00_tour", 1: "01_swiglu_experts", 2: "02_router_scatter_add", 3: "03_moe_layer",
                  4: "04_attention_irope", 5: "05_decoder_generation", 6: "06_early_fusion", 7: "07_distillation",
-                 8: "08_sft", 9: "09_online_rl", 10: "10_dpo", 11: "11_scout_on_h100", 12: "12_expert_parallel", 14: "14_fp8"}
-GRADED_WITHOUT_NOTEBOOK = {13}  # MetaP: exercises and grader, notebook still to write
+                 8: "08_sft", 9: "09_online_rl", 10: "10_dpo", 11: "11_scout_on_h100", 12: "12_expert_parallel",
+                 13: "13_metap", 14: "14_fp8"}
+GRADED_WITHOUT_NOTEBOOK: set[int] = set()  # chapters whose exercises are graded before their notebook exists
 TEXT_CHAPTERS = range(6)  # chapters 00-05 must exist; later ones are checked once their notebook is written
 
 

@@ -13,14 +13,15 @@ picture can never disagree with the model it shows.
     all_to_all          expert parallelism: counts, tokens to their expert's rank, experts run, results back
     number_formats      the bits of fp32, bf16, fp8 e4m3 / e5m2 and int4, with range and precision
     fp8_training_step   one FP8 linear: x, W → e4m3 with amax scales → scaled matmul; ∂y → e5m2 → ∂x, ∂W (float32)
+    metap_groups        a decoder layer's weights by MetaP group, each with its init × and lr × for the config
 
 Every number on a diagram is read from the arguments or computed by the package's own code (`attention_mask`,
-`moe.dispatch`, `cache.LayerKV`, `quantize_int4` / `pack_int4`, `alpha_at`, `image_prompt`, `torch.finfo`).
-Each function returns a `viz.VizFigure` (a matplotlib Figure that shows itself as PNG in a notebook), 9-12 inches
-wide, in the colours of `viz` (expert e is `expert_color(e)` everywhere; RoPE blue, NoPE orange). Most diagrams
-are drawn on one axes whose units are inches. Shapes that stand for one thing carry a gid ("attn:3", "sorted:5",
-"byte:2", ...), so what a diagram shows can be checked. Bad input raises a ValueError (TypeError for a wrong kind
-of config) that names the argument.
+`moe.dispatch`, `cache.LayerKV`, `quantize_int4` / `pack_int4`, `alpha_at`, `image_prompt`, `torch.finfo`,
+`metap.scales`). Each function returns a `viz.VizFigure` (a matplotlib Figure that shows itself as PNG in a
+notebook), 9-12 inches wide, in the colours of `viz` (expert e is `expert_color(e)` everywhere; RoPE blue, NoPE
+orange). Most diagrams are drawn on one axes whose units are inches. Shapes that stand for one thing carry a gid
+("attn:3", "sorted:5", "byte:2", ...), so what a diagram shows can be checked. Bad input raises a ValueError
+(TypeError for a wrong kind of config) that names the argument.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.path import Path
 
+from .. import metap
 from ..attention import attention_mask
 from ..cache import LayerKV, kv_cache_bytes
 from ..config import Llama4Config
@@ -1114,3 +1116,55 @@ def fp8_training_step(cfg: Llama4Config, title: str | None = None) -> VizFigure:
     _label(ax, 0.15, 0.75, "Current scaling: each scale from this step's tensor.  One scale per tensor: x and ∂y are\n"
                            "contracted along one axis in the forward and another in ∂W.", ha="left", fs=9)
     return fig
+
+
+# --------------------------------------------------------------------------------------------------- MetaP
+METAP_COLORS = {"embedding": "#8c8c8c", "norm": NORM_COLOR, "hidden": "#4c72b0", "branch_out": "#c44e52",
+                "router": ROUTER_COLOR, "readout": "#55a868"}
+
+
+def metap_groups(cfg: Llama4Config, title: str | None = None) -> VizFigure:
+    """The residual stream of cfg (embedding → L × [attention branch ⊕, FFN branch ⊕] → lm_head) with every weight
+    coloured by its MetaP group and labelled with that group's init × and lr × (`metap.scales(cfg)`: all 1 under
+    "standard" or at the base shape). The residual scale 1/d sits in the last weight of each branch."""
+    _check_config(cfg)
+    s = metap.scales(cfg)
+    m, d = metap.multipliers(cfg)
+    fig, ax = _canvas(12.0, 5.2, title or (
+        f"{cfg.parametrization}: D = {cfg.hidden_size}, L = {cfg.num_hidden_layers} against the base "
+        f"D₀ = {cfg.base_hidden_size}, L₀ = {cfg.base_num_layers}  (m = {m:g}, d = {d:g})"))
+    yr, yb, h, w = 3.75, 2.05, 0.75, 0.98  # the residual line, the branch row, box height and width
+
+    def weight(x, y, name, group, gid):
+        _box(ax, x, y, w, h, name, METAP_COLORS[group], fill=0.25, gid=f"{group}:{gid}", fs=9)
+        _label(ax, x + w / 2, y - 0.3, f"init ×{s[group].init:.3g}\nlr ×{s[group].lr:.3g}", fs=8.5, color="0.25",
+               gid=f"scale:{gid}")
+
+    weight(0.15, yr - h / 2, "embed_\ntokens", "embedding", "embed")
+    weight(10.85, yr - h / 2, "lm_head", "readout", "lm_head")
+    _arrow(ax, (0.15 + w, yr), (10.85, yr), head=True)
+    branches = ((1.45, [("RMSNorm", "norm", "attn_norm"), ("q, k, v", "hidden", "qkv"), ("o_proj", "branch_out", "o")]),
+                (5.55, [("RMSNorm", "norm", "ffn_norm"), ("router", "router", "router"),
+                        ("gate, up\n(experts,\nshared)", "hidden", "gate_up"), ("down_proj", "branch_out", "down")]))
+    for x0, boxes in branches:
+        _arrow(ax, (x0, yr), (x0, yb + h / 2), (x0 + 0.15, yb + h / 2))
+        x = x0 + 0.15
+        for i, (name, group, gid) in enumerate(boxes):
+            if i:
+                _arrow(ax, (x - 0.17, yb + h / 2), (x, yb + h / 2))
+            weight(x, yb, name, group, gid)
+            x += w + 0.17
+        plus = x + 0.1
+        _arrow(ax, (x - 0.17, yb + h / 2), (plus, yb + h / 2), (plus, yr - 0.17))
+        _op(ax, plus, yr, "+", gid=f"add:{gid}")
+        _label(ax, plus - 0.1, yb + h + 0.4, f"× 1/d = {1 / d:.3g}\nfolded into {boxes[-1][0]}", ha="right", fs=8,
+               color=METAP_COLORS["branch_out"], gid=f"fold:{gid}")
+    ax.add_patch(FancyBboxPatch((1.3, 1.25), 9.35, 3.05, boxstyle="round,pad=0,rounding_size=0.1", fc="none",
+                                ec="0.55", lw=1.0, ls=(0, (4, 2)), gid="layers"))
+    _label(ax, 1.4, 4.5, f"× {cfg.num_hidden_layers} layers (the last RMSNorm, before lm_head, is a norm too)",
+           ha="left", fs=9, color="0.35")
+    handles = [Patch(fc=_tint(c, 0.25), ec=c, label=g) for g, c in METAP_COLORS.items()]
+    ax.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9,
+              bbox_to_anchor=(0.5, 0.1))
+    return fig
+

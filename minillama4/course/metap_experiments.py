@@ -26,12 +26,14 @@ import torch
 from ..config import Llama4Config
 from ..model import Llama4
 from ..train import TrainConfig, get_batch, lm_loss, make_optimizer, optimizer_step, seed_everything, train
+from .cachekey import cache_key
 from .data import cache_dir, course_tokens
 from .profile import by_profile, current_profile
 
 HEAD_DIM = 8  # every width keeps this head size and adds heads (as Llama 4 does: Dh = 128 at every size)
 COORD_WIDTHS = (16, 32, 64, 128, 256)  # the coordinate check's widths (16x)
-EXPERIMENT_CODE_VERSION = 1  # bump when a change here or in training changes the results
+EXPERIMENT_CODE_VERSION = 1  # bump when a change in this file changes the results (the key follows RUN_CODE itself)
+RUN_CODE = ("minillama4.model", "minillama4.train", "minillama4.metap")  # what a sweep run executes besides this file
 
 
 def sweep_config(width: int, depth: int, parametrization: str, base: tuple[int, int],
@@ -124,14 +126,15 @@ class SweepSpec:
 def sweep_spec(profile: str | None = None) -> SweepSpec:
     """The sweep each profile runs: widths 16 → 128 (8x) at two depths, a factor-2 grid of learning rates."""
     return by_profile(
-        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 4, -1)),
+        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 3, -1)),
                      steps=150, batch_size=8, seq_len=32, warmup_steps=15, head_dim=8),
-        laptop=SweepSpec(widths=(16, 32, 64, 128), depths=(2, 4), lrs=tuple(2.0 ** -k for k in range(10, 3, -1)),
+        laptop=SweepSpec(widths=(16, 32, 64, 128), depths=(2, 4), lrs=tuple(2.0 ** -k for k in range(10, 2, -1)),
                          steps=300, batch_size=8, seq_len=64, warmup_steps=30, head_dim=8),
         profile=profile)
 
 
-def _run_train_config(spec: SweepSpec, lr: float) -> TrainConfig:
+def run_train_config(spec: SweepSpec, lr: float) -> TrainConfig:
+    """The training settings of one run: peak `lr`, warm-up, cosine decay to lr / 10, one evaluation at the end."""
     return TrainConfig(steps=spec.steps, batch_size=spec.batch_size, seq_len=spec.seq_len, lr=lr, min_lr=lr / 10,
                        warmup_steps=spec.warmup_steps, eval_every=spec.steps, eval_batches=spec.eval_batches,
                        seed=spec.seed)
@@ -144,7 +147,7 @@ def sweep_run(spec: SweepSpec, parametrization: str, width: int, depth: int, lr:
     seed_everything(spec.seed)
     base = (min(spec.widths), min(spec.depths))  # the smallest model is the base shape: tuned there, transferred up
     model = Llama4(sweep_config(width, depth, parametrization, base, spec.head_dim))
-    hist = train(model, course_tokens("train").ids, course_tokens("val").ids, _run_train_config(spec, lr),
+    hist = train(model, course_tokens("train").ids, course_tokens("val").ids, run_train_config(spec, lr),
                  progress=False)
     val = hist.val_loss[-1]
     tail = hist.train_loss[-10:]
@@ -153,10 +156,14 @@ def sweep_run(spec: SweepSpec, parametrization: str, width: int, depth: int, lr:
 
 
 def _sweep_dir(spec: SweepSpec, profile: str):
-    data = course_tokens("train").ids
-    h = hashlib.sha256(json.dumps({"spec": asdict(spec), "code": EXPERIMENT_CODE_VERSION}, sort_keys=True).encode())
-    h.update(data[:4096].numpy().tobytes())
-    return cache_dir() / "metap" / f"lr-sweep-{profile}-{h.hexdigest()[:12]}"
+    """The folder of a sweep's runs, under a key (cachekey.py) over what a run depends on: the spec but the grid
+    itself (a run's learning rate and parametrization are in its file name, so widening the grid keeps the runs
+    made), the training data, EXPERIMENT_CODE_VERSION for this file, the code of the model, of training and of
+    MetaP's rules, and the runtime (torch version, thread count)."""
+    run_spec = {k: v for k, v in asdict(spec).items() if k not in ("lrs", "parametrizations")}
+    payload = {"spec": run_spec, "code": EXPERIMENT_CODE_VERSION, "profile": profile,
+               "data": hashlib.sha256(course_tokens("train").ids.numpy().tobytes()).hexdigest()}
+    return cache_dir() / "metap" / f"lr-sweep-{profile}-{cache_key(payload, *RUN_CODE)}"
 
 
 def lr_sweep(profile: str | None = None, progress: bool = True) -> dict:
