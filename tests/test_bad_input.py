@@ -714,9 +714,11 @@ def test_warm_lists_everything_the_notebooks_load():
         loaded |= {f"posttrain:{n}" for n in re.findall(r"\bstage\(\"(\w+)\"", src)}
         loaded |= {"posttrain:rl-ablation"} if "rl_ablation(" in src else set()
         loaded |= {"fp8:training"} if "training_comparison(" in src else set()
+        loaded |= {"balancing:comparison"} if "balancing_comparison(" in src else set()
         loaded |= {"fp8:quality"} if "quality_comparison(" in src else set()
         loaded |= {f"posttrain:{n}" for n in ("base", "sft", "rl", "dpo")} if "posttrain.run(" in src else set()
-    assert {"zoo:mini-scout", "zoo:mini-dense", "vlm:mini-vlm", "posttrain:dpo", "posttrain:rl-ablation"} <= loaded
+    assert {"zoo:mini-scout", "zoo:mini-dense", "vlm:mini-vlm", "posttrain:dpo", "posttrain:rl-ablation",
+            "balancing:comparison"} <= loaded
     assert loaded <= names, f"the notebooks load {sorted(loaded - names)}, which `zoo warm` does not build"
 
 

@@ -1,10 +1,10 @@
 """Build every cached artifact the notebooks load, once, up front: `minillama4 zoo warm`.
 
-The chapters load trained toy models from the cache (`zoo.pretrained`, `shapes.pretrained_vlm`, `posttrain.stage`,
-`posttrain.rl_ablation`, `fp8_experiments.training_comparison` and `quality_comparison`) and train them on first
-use. Inside a notebook that first use is one cell, which a cell time limit (the test suite's) can cut short on a slow
-or busy machine. Warming the cache trains them all beforehand, with no limit; afterwards every notebook only loads
-them.
+The chapters load trained toy models and experiments from the cache (`zoo.pretrained`, `shapes.pretrained_vlm`,
+`posttrain.stage`, `posttrain.rl_ablation`, `balancing_experiments.balancing_comparison`,
+`fp8_experiments.training_comparison` and `quality_comparison`) and train them on first use. Inside a notebook that
+first use is one cell, which a cell time limit (the test suite's) can cut short on a slow or busy machine. Warming
+the cache trains them all beforehand, with no limit; afterwards every notebook only loads them.
 
     minillama4 zoo list                  # what the notebooks load from the cache
     minillama4 zoo warm [--profile ci]   # build what is missing (each artifact is file-locked: safe to run twice)
@@ -29,7 +29,7 @@ class Artifact:
 def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifact]:
     """The cached artifacts of a profile, in build order (each stage after the one it starts from)."""
     from ..train import posttrain
-    from . import fp8_experiments, shapes, zoo
+    from . import balancing_experiments, fp8_experiments, shapes, zoo
     from .data import course_tokens
 
     p = profile or current_profile()
@@ -39,6 +39,7 @@ def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifa
         *(Artifact(f"vlm:{name}", lambda n=name: shapes.pretrained_vlm(n, p, verbose=progress))
           for name in shapes.recipes(p)),
         Artifact("fp8:training", lambda: fp8_experiments.training_comparison(p, progress=progress)),
+        Artifact("balancing:comparison", lambda: balancing_experiments.balancing_comparison(p, progress=progress)),
         *(Artifact(f"posttrain:{name}", lambda n=name: posttrain.stage(n, p, progress=progress))
           for name in posttrain.STAGES),
         Artifact("posttrain:rl-ablation", lambda: posttrain.rl_ablation(p, progress=progress)),
@@ -50,7 +51,7 @@ def artifacts(profile: str | None = None, progress: bool = False) -> list[Artifa
 # (SFT → RL → DPO, the FP8 quality comparison): the artifacts that start from nothing but the corpus, then the RL
 # ablation (it starts from SFT, which this process has finished by then, and runs beside RL and DPO here).
 INDEPENDENT = ("zoo:mini-dense", "zoo:mini-behemoth", "vlm:mini-vlm", "vlm:mini-vlm-blind", "fp8:training",
-               "posttrain:rl-ablation")
+               "balancing:comparison", "posttrain:rl-ablation")
 
 
 def warm(profile: str | None = None, only: list[str] | None = None, progress: bool = False,
