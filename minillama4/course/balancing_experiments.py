@@ -31,7 +31,7 @@ from .data import cache_dir, course_tokens
 from .profile import by_profile, current_profile
 
 COEF = 0.01  # α of the Switch-loss variant
-RATE = 0.03  # γ of the aux-free variant: larger than DeepSeek-V3's 0.001, because these runs are only a few hundred steps
+RATE = 0.03  # γ of the aux-free variant: larger than DeepSeek-V3's 0.001, as these runs are a few hundred steps
 VARIANTS = {"no balancing": (0.0, 0.0), f"Switch loss {COEF}": (COEF, 0.0), f"aux-free bias γ={RATE}": (0.0, RATE)}
 
 
