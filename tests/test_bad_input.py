@@ -714,11 +714,13 @@ def test_warm_lists_everything_the_notebooks_load():
         loaded |= {f"posttrain:{n}" for n in re.findall(r"\bstage\(\"(\w+)\"", src)}
         loaded |= {"posttrain:rl-ablation"} if "rl_ablation(" in src else set()
         loaded |= {"fp8:training"} if "training_comparison(" in src else set()
+        loaded |= {"balancing:comparison"} if "balancing_comparison(" in src else set()
         loaded |= {"fp8:quality"} if "quality_comparison(" in src else set()
         loaded |= {"int4:quality"} if "int4_quality(" in src else set()
         loaded |= {"metap:lr-sweep"} if "lr_sweep(" in src else set()
         loaded |= {f"posttrain:{n}" for n in ("base", "sft", "rl", "dpo")} if "posttrain.run(" in src else set()
-    assert {"zoo:mini-scout", "zoo:mini-dense", "vlm:mini-vlm", "posttrain:dpo", "posttrain:rl-ablation"} <= loaded
+    assert {"zoo:mini-scout", "zoo:mini-dense", "vlm:mini-vlm", "posttrain:dpo", "posttrain:rl-ablation",
+            "balancing:comparison"} <= loaded
     assert loaded <= names, f"the notebooks load {sorted(loaded - names)}, which `zoo warm` does not build"
 
 
@@ -750,6 +752,23 @@ def test_warm_with_two_jobs_builds_in_a_second_process_under_the_same_keys():
     new = {p for p in set(ours.parent.glob("mini-dense-ci-*")) - before if p.is_dir()}
     assert new <= {ours}, f"the second process stored mini-dense under another key: {new}"
     assert (ours / "history.json").is_file()
+
+
+def test_warm_with_two_jobs_shares_the_sweep_before_waiting_for_the_second_process(monkeypatch):
+    """jobs=2: the second process gets the INDEPENDENT artifacts in build order; this one builds its chain, then the
+    shared sweep (its runs are shared out run by run), and only then what the second process may still be training."""
+    from minillama4.course import warm as w
+
+    names = ["data:train", "zoo:mini-scout", "zoo:mini-dense", "posttrain:sft", "posttrain:rl-ablation",
+             "metap:lr-sweep"]
+    built, sides = [], []
+    monkeypatch.setattr(w, "artifacts", lambda profile=None, progress=False: [
+        w.Artifact(n, lambda n=n: built.append(n)) for n in names])
+    monkeypatch.setattr(w, "_start_side", lambda profile, side: (sides.append(side), (None, None))[1])
+    w.warm("ci", jobs=2, report=lambda line: None)
+    assert sides == [["zoo:mini-dense", "posttrain:rl-ablation", "metap:lr-sweep"]]
+    assert built == ["data:train", "zoo:mini-scout", "posttrain:sft", "metap:lr-sweep", "zoo:mini-dense",
+                     "posttrain:rl-ablation"]
 
 
 def test_the_session_hook_warms_only_runs_that_include_notebooks(tmp_path):

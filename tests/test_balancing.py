@@ -80,3 +80,93 @@ def test_balancer_as_train_on_step_and_errors():
         AuxFreeBalancer(model, rate=-1.0)
     with pytest.raises(ValueError, match="routing for 1"):
         bal(0, [None])
+
+
+def _notebook_loop(model, tc, train_ids, val_ids, rate, steps=None):
+    """Chapter 03's `train_moe`, written out as in the notebook (first `steps` steps of it, all by default):
+    → train losses, [[step, val loss]], loads per evaluation, biases after each step."""
+    import torch.nn.functional as F
+
+    from minillama4.losses import load_balancing_loss
+    from minillama4.train import evaluate, get_batch, lr_at, make_optimizer
+
+    routers, opt = moe_routers(model), make_optimizer(model, tc)
+    g = torch.Generator().manual_seed(tc.seed)
+    losses, evals, loads, biases = [], [], [], []
+    model.train()
+    for step in range(tc.steps if steps is None else steps):
+        x_BT, y_BT = get_batch(train_ids, tc.batch_size, tc.seq_len, g)
+        logits_BTV, routing = model(x_BT, return_routing=True)
+        ce = F.cross_entropy(logits_BTV.flatten(0, 1).float(), y_BT.flatten())
+        loss = ce + tc.balance_coef * torch.stack([load_balancing_loss(r.logits, r.indices.shape[-1])
+                                                   for r in routing]).mean() if tc.balance_coef else ce
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tc)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        losses.append(ce.item())
+        if rate:
+            with torch.no_grad():
+                for router, r in zip(routers, routing):
+                    load_E = torch.bincount(r.indices.flatten(), minlength=router.selection_bias.numel()).float()
+                    router.selection_bias += rate * torch.sign(load_E.mean() - load_E)
+            biases.append([router.selection_bias.tolist() for router in routers])
+        if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
+            val_loss, load = evaluate(model, val_ids, tc)
+            evals.append([step + 1, val_loss])
+            loads.append(load)
+    return losses, evals, loads, biases or None
+
+
+@pytest.mark.parametrize("coef, rate", [(0.0, 0.0), (0.01, 0.0), (0.0, 0.05)])
+def test_the_cached_experiments_runs_are_the_notebook_loop(coef, rate):
+    """balancing_experiments.run_variant (the package's train + AuxFreeBalancer) gives exactly what chapter 03's
+    loop gives: every train loss, validation loss, load and bias."""
+    from minillama4.course.balancing_experiments import run_variant
+
+    config = _tiny().config
+    ids = torch.randint(0, 64, (4000,), generator=torch.Generator().manual_seed(1))
+    tc = TrainConfig(steps=6, batch_size=4, seq_len=16, warmup_steps=2, eval_every=3, eval_batches=2,
+                     balance_coef=coef)
+    ours = run_variant(config, tc, ids, ids, rate=rate)
+    torch.manual_seed(tc.seed)
+    losses, evals, loads, biases = _notebook_loop(Llama4(config), tc, ids, ids, rate)
+    assert ours == {"evals": evals, "loads": loads, "biases": biases, "train_loss": losses}
+    assert (biases is None) == (rate == 0) and len(evals) == 2
+
+
+def test_the_ci_comparison_starts_as_the_notebook_loop_and_its_claims_hold():
+    """The cached ci result (trained once, then loaded): its first steps are the notebook loop's, to the bit, and
+    what chapter 03 asserts about it holds."""
+    import dataclasses
+
+    import numpy as np
+
+    from minillama4.course.balancing_experiments import RATE, VARIANTS, balancing_comparison, experiment_setup
+    from minillama4.course.data import course_tokens
+
+    run = balancing_comparison("ci")
+    config, tc = experiment_setup("ci")
+    assert list(run["variants"]) == list(VARIANTS) and run["train"]["steps"] == tc.steps
+    train_ids = course_tokens("train", vocab_size=config.vocab_size).ids
+    for name, (coef, rate) in VARIANTS.items():
+        torch.manual_seed(tc.seed)
+        losses, _, _, biases = _notebook_loop(Llama4(config), dataclasses.replace(tc, balance_coef=coef), train_ids,
+                                              None, rate, steps=3)
+        r = run["variants"][name]
+        assert r["train_loss"][:3] == losses, name
+        assert (r["biases"] is None) if not rate else r["biases"][:3] == biases, name
+        assert len(r["train_loss"]) == tc.steps and r["evals"][-1][0] == tc.steps
+    imb = {n: load_imbalance(r["loads"]).numpy() for n, r in run["variants"].items()}  # [evaluations, MoE layers]
+    final = {n: v[-1].mean() for n, v in imb.items()}
+    late = {n: v[len(v) // 2:].mean() for n, v in imb.items()}
+    val = [r["evals"][-1][1] for r in run["variants"].values()]
+    (none_, switch, auxfree), (late_none, late_switch, _) = final.values(), late.values()
+    assert switch < none_ and auxfree < none_  # both methods end better balanced than none
+    assert late_switch < late_none  # the Switch loss also over the second half of training
+    assert imb["no balancing"][-1].max() > 1.3  # without balancing some expert gets > 1.3× its share
+    assert max(val) - min(val) < 0.1  # balancing costs no visible validation loss
+    moves = np.abs(np.diff(np.array(run["variants"][f"aux-free bias γ={RATE}"]["biases"]), axis=0, prepend=0))
+    assert np.allclose(moves[moves > 1e-6], RATE, atol=1e-5)  # every bias move is ±γ (or 0)

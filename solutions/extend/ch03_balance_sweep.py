@@ -7,6 +7,8 @@ differ only in balancing:
     Switch loss   loss = CE + α · mean_layers E Σ_i f_i P_i           (TrainConfig.balance_coef = α)
     aux-free      b_e ← b_e + γ · sign(mean load − load_e) per step   (minillama4.balancing.AuxFreeBalancer)
 
+Each run is `balancing_experiments.run_variant`, the chapter's experiment at another α or γ.
+
 For each run it prints the load imbalance (max load / mean load, 1 = even, E = every token on one expert; mean over
 the MoE layers, on the fixed validation windows) at the end and averaged over the second half of training, and the
 final validation loss. A single short run per setting is noisy: read the trend along each sweep, not one digit.
@@ -18,25 +20,22 @@ import dataclasses
 
 import torch
 
-from minillama4 import Llama4
-from minillama4.balancing import AuxFreeBalancer, load_imbalance
+from minillama4.balancing import load_imbalance
 from minillama4.course import zoo
+from minillama4.course.balancing_experiments import run_variant
 from minillama4.course.data import course_tokens
 from minillama4.course.profile import by_profile
-from minillama4.train import seed_everything, train
 
 ALPHAS = (0.0, 0.001, 0.01, 0.1)  # Switch loss coefficients (0 = no balancing at all)
 GAMMAS = (0.003, 0.01, 0.03, 0.1)  # aux-free bias rates
 
 
 def run(config, tc, train_ids, val_ids, rate: float = 0.0) -> dict:
-    """One training run; returns the imbalance at the end and over the second half, and the validation loss."""
-    seed_everything(tc.seed)
-    model = Llama4(config)
-    balancer = AuxFreeBalancer(model, rate=rate, record=False) if rate else None
-    hist = train(model, train_ids, val_ids, tc, progress=False, on_step=balancer)
-    imb_S = load_imbalance(hist.expert_load).mean(-1)  # [evaluations]: mean over MoE layers
-    return {"final": imb_S[-1].item(), "late": imb_S[len(imb_S) // 2:].mean().item(), "val": hist.val_loss[-1]}
+    """One training run (the chapter's experiment); returns the imbalance at the end and over the second half, and
+    the validation loss."""
+    r = run_variant(config, tc, train_ids, val_ids, rate)
+    imb_S = load_imbalance(r["loads"]).mean(-1)  # [evaluations]: mean over MoE layers
+    return {"final": imb_S[-1].item(), "late": imb_S[len(imb_S) // 2:].mean().item(), "val": r["evals"][-1][1]}
 
 
 def main() -> None:
