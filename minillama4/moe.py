@@ -81,9 +81,10 @@ class MoE(nn.Module):
         x_TD = x.reshape(-1, x.shape[-1])  # routing is per token: fold batch and time
         routing = self.router(x_TD)
         few = x_TD.shape[0] * self.router.top_k <= getattr(self.experts, "gather_rows", 0)  # a decode step
+        shared_TD = self.shared_expert(x_TD)
         routed_TD = (gathered_experts if few else routed_experts)(self.experts, x_TD, routing)
         # routed sum first, then + shared: the reference's order, so even bfloat16 results are the same bits
-        out_TD = self.shared_expert(x_TD) + routed_TD
+        out_TD = shared_TD + routed_TD
         return out_TD.view_as(x), routing
 
 
