@@ -2,6 +2,7 @@
 and for the kernels agreeing."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,11 @@ def test_scout_h100_all_parts_run_tiny_on_cpu(tmp_path):
     assert m["decode_b8_ctx64_eager_bytes_per_step"]["routed_experts"] == 8 * m[
         "decode_b1_ctx64_eager_bytes_per_step"]["routed_experts"]  # one routed expert per token (top-1)
     assert m["prefill_tok_s"] > 0 and m["weight_bytes"] == m["expected_weight_bytes"]
-    assert data["hf"]["speedup_decode_per_layer_s"] > 0 and data["loader"]["load_GBps"] > 0
+    # per-layer times are differences of two timings (2 layers minus 1): at toy widths on a CPU they are noise and
+    # can come out negative, so the smoke test checks that the comparison ran, not its sign
+    hf = data["hf"]
+    assert all(math.isfinite(hf[f"speedup_{k}_per_layer_s"]) for k in ("prefill", "decode"))
+    assert hf["ours_int4"]["decode_2_layers_s"] > 0 and hf["transformers_bf16"]["decode_2_layers_s"] > 0
+    assert data["loader"]["load_GBps"] > 0
     table = md.read_text()
     assert "| batch 8, 64 context |" in table and "streaming int4 loader" in table and "transformers" in table
