@@ -75,6 +75,17 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / a.float().abs().max()).item()
 
 
+def hand_adamw_step(model, opt, loss, lr: float, grad_clip: float) -> None:
+    """One optimizer step written out by hand (the reference the package's `optimizer_step` is checked against): set
+    the learning rate, backward, clip the global gradient norm, step."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
 @pytest.fixture
 def scout_ckpt(tmp_path):
     return write_hf_checkpoint(tmp_path / "scout", "scout")

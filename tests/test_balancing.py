@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import hand_adamw_step
 
 from minillama4 import Llama4Config
 from minillama4.balancing import (AuxFreeBalancer, bias_update, expert_counts, load_imbalance, max_violation,
@@ -100,12 +101,7 @@ def _notebook_loop(model, tc, train_ids, val_ids, rate, steps=None):
         ce = F.cross_entropy(logits_BTV.flatten(0, 1).float(), y_BT.flatten())
         loss = ce + tc.balance_coef * torch.stack([load_balancing_loss(r.logits, r.indices.shape[-1])
                                                    for r in routing]).mean() if tc.balance_coef else ce
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, tc)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
+        hand_adamw_step(model, opt, loss, lr_at(step, tc), tc.grad_clip)
         losses.append(ce.item())
         if rate:
             with torch.no_grad():

@@ -92,3 +92,17 @@ def test_scout_h100_all_parts_run_tiny_on_cpu(tmp_path):
     assert data["loader"]["load_GBps"] > 0
     table = md.read_text()
     assert "| batch 8, 64 context |" in table and "streaming int4 loader" in table and "transformers" in table
+
+
+def test_scout_h100_real_shapes_on_cpu_are_the_loader_alone(tmp_path):
+    """Scout's real widths on a CPU: only the loader part may run there (a few layers, `--layers`); the model parts
+    and a nonsense layer count are refused with one line, before anything is written."""
+    def run(*args):
+        return subprocess.run([sys.executable, "bench/scout_h100.py", "--device", "cpu", "--json",
+                               str(tmp_path / "s.json"), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    r = run("--part", "model")
+    assert r.returncode == 1 and "needs a GPU" in r.stderr and "--part loader alone" in r.stderr
+    r = run("--part", "loader", "--layers", "0")
+    assert r.returncode == 1 and "--layers must be at least 1" in r.stderr
+    assert not (tmp_path / "s.json").exists()

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import hand_adamw_step
 
 import minillama4
 from minillama4 import Llama4, Llama4Config, metap
@@ -57,12 +58,7 @@ def _pre_metap_training(model, ids, cfg):
     for step in range(cfg.steps):
         x, y = get_batch(ids, cfg.batch_size, cfg.seq_len, g)
         loss, ce, _ = lm_loss(model, x, y, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        hand_adamw_step(model, opt, loss, lr_at(step, cfg), cfg.grad_clip)
         losses.append(ce.item())
     return losses
 

@@ -17,17 +17,15 @@ the data, the code that computes it and the runtime, see cachekey.py) and scaled
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
-import json
 
 from ..balancing import AuxFreeBalancer
 from ..config import Llama4Config
 from ..model import Llama4
 from ..train import TrainConfig, seed_everything, train
 from . import zoo
-from .cachekey import cache_key
-from .data import cache_dir, course_tokens
+from .cachekey import cached_json
+from .data import course_tokens
 from .profile import by_profile, current_profile
 
 COEF = 0.01  # α of the Switch-loss variant
@@ -73,13 +71,4 @@ def balancing_comparison(profile: str | None = None, progress: bool = False) -> 
     data = hashlib.sha256(train_ids.numpy().tobytes() + val_ids.numpy().tobytes()).hexdigest()[:12]
     payload = {"config": dataclasses.asdict(config), "train": dataclasses.asdict(tc), "variants": VARIANTS,
                "data": data, "profile": p}
-    key = cache_key(json.loads(json.dumps(payload, sort_keys=True, default=str)), __name__)
-    path = cache_dir() / "balancing" / f"comparison-{p}-{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes asking at once: one trains, the other waits and reads
-        if not path.is_file():
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(compute()))
-            tmp.replace(path)
-    return json.loads(path.read_text())
+    return cached_json("balancing", f"comparison-{p}", payload, compute, __name__)

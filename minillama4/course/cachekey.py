@@ -21,6 +21,7 @@ for the post-training pipeline's 30 modules; later keys only read the files (a f
 from __future__ import annotations
 
 import ast
+import fcntl
 import hashlib
 import json
 import os
@@ -40,6 +41,24 @@ def cache_key(payload: dict, *modules: str, runtime_dependent: bool = True) -> s
     if runtime_dependent:
         blob["runtime"] = runtime()
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_json(folder: str, name: str, payload: dict, compute, module: str):
+    """compute() once per key (`cache_key(payload, module)`: the payload, a JSON-able dict of everything the result
+    depends on, and the code of `module` with what it imports), stored as `cache_dir()/folder/name-KEY.json`, then
+    read from disk. Two processes asking at once: one computes, the other waits for it and reads."""
+    from .data import cache_dir  # data.py imports this module
+
+    key = cache_key(json.loads(json.dumps(payload, sort_keys=True, default=str)), module)
+    path = cache_dir() / folder / f"{name}-{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(compute()))
+            tmp.replace(path)  # atomic: a reader never sees half a file
+    return json.loads(path.read_text())
 
 
 def runtime() -> dict:

@@ -11,7 +11,6 @@ settings and of the models they start from) and scaled by the profile (MINILLAMA
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -27,25 +26,10 @@ from ..fp8 import E4M3, E5M2, Fp8Stats, fp8_training
 from ..model import Llama4
 from ..quant import dequantize_int4, quantize_int4, quantize_model, weight_bytes
 from ..train import TrainConfig, evaluate, seed_everything, train
-from .cachekey import cache_key
-from .data import cache_dir, course_tokens
+from .cachekey import cached_json
+from .data import course_tokens
 from .profile import by_profile, current_profile
 
-
-
-def _cached(name: str, payload: dict, compute) -> dict:
-    """compute() once per payload (a JSON-able dict of everything the result depends on) and the code that computes
-    it (this module and what it imports, see cachekey.py), then read from disk."""
-    key = cache_key(json.loads(json.dumps(payload, sort_keys=True, default=str)), __name__)
-    path = cache_dir() / "fp8" / f"{name}-{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes asking at once: one computes, the other waits and reads
-        if not path.is_file():
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(compute()))
-            tmp.replace(path)
-    return json.loads(path.read_text())
 
 
 # --------------------------------------------------------------------------------------------- training in FP8
@@ -112,8 +96,8 @@ def training_comparison(profile: str | None = None, progress: bool = True) -> di
                              for v in PRECISIONS}}
 
     data = hashlib.sha256(train_data.ids.numpy().tobytes()).hexdigest()[:12]
-    return _cached(f"training-{p}", {"config": asdict(config), "train": asdict(tc), "variants": PRECISIONS,
-                                     "data": data}, compute)
+    return cached_json("fp8", f"training-{p}", {"config": asdict(config), "train": asdict(tc), "variants": PRECISIONS,
+                                               "data": data}, compute, __name__)
 
 
 def final_gaps(run: dict, last: int = 2) -> dict:
@@ -198,9 +182,10 @@ def quality_comparison(profile: str | None = None, progress: bool = True, varian
                 "weight_bytes": weight_bytes(m), "cpu_seconds": time.process_time() - t0}
         return out
 
-    return _cached(f"quality-{p}", {"chat": _fingerprint(chat_rec["metrics"]), "base": _fingerprint(base_hist.to_dict()),
-                                    "eval_per_level": r.eval_per_level, "val": asdict(tc), "variants": variants},
-                   compute)
+    return cached_json("fp8", f"quality-{p}", {"chat": _fingerprint(chat_rec["metrics"]),
+                                               "base": _fingerprint(base_hist.to_dict()),
+                                               "eval_per_level": r.eval_per_level, "val": asdict(tc),
+                                               "variants": variants}, compute, __name__)
 
 
 # --------------------------------------------------------------------------------------------- statistics
