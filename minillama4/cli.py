@@ -20,6 +20,7 @@ and exit status 1; `--debug` shows its traceback instead.
 from __future__ import annotations
 
 import argparse
+import datetime
 import numbers
 import os
 import sys
@@ -465,10 +466,12 @@ def _join_process_group(args) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    joined = False
+    joined = finished = False
     try:
         joined = _join_process_group(args)
-        return args.fn(args)
+        status = args.fn(args)
+        finished = True
+        return status
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -482,4 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if joined:
+            if finished:  # no rank closes its connections while another still uses them (gloo aborts then)
+                try:  # bounded: a rank that failed has printed its own error, and must not hang the others
+                    if dist.get_backend() == "gloo":
+                        dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+                    else:
+                        dist.barrier()
+                except RuntimeError:
+                    pass
             dist.destroy_process_group()
