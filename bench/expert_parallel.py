@@ -120,6 +120,7 @@ def _rank(rank: int, world: int, store: str, args, out: str) -> None:
             result.update(sent=got, tokens=BATCH * SEQ)
     if rank == 0 or world > 1:
         torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+    dist.barrier()  # no rank closes its connections while another still uses them (gloo aborts the process then)
     dist.destroy_process_group()
 
 
@@ -156,6 +157,7 @@ def _train_rank(rank: int, world: int, store: str, args, out: str) -> None:
     if rank == 0:
         torch.save(dict(train=hist.train_loss, val=hist.val_loss, s=time.perf_counter() - t0),
                    os.path.join(out, "rank0.pt"))
+    dist.barrier()
     dist.destroy_process_group()
 
 

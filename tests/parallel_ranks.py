@@ -37,6 +37,7 @@ def _worker(rank: int, world: int, store: str, names: list[str], ctx: dict, out:
             results[name] = (CHECKS[name](rank, world, ctx), None)
         except Exception:
             results[name] = (None, traceback.format_exc())
+    dist.barrier()  # no rank closes its connections while another still uses them (gloo aborts the process then)
     dist.destroy_process_group()
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
 

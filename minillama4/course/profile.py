@@ -1,8 +1,8 @@
 """One switch that scales every experiment: MINILLAMA4_PROFILE = ci | laptop | gpu (default laptop).
 
-`ci` is the smallest setting at which each chapter's claims still hold (CI runs every notebook under it on 2 cores,
-and the committed notebook outputs come from it); `laptop`, the default, is what a learner runs (longer training);
-`gpu` trains longer where a GPU makes that cheap.
+`ci` is the smallest setting at which each chapter's claims still hold (CI runs every test and notebook under it on
+2 cores); `laptop`, the default, is what a learner runs (longer training), and the committed notebook outputs come
+from one execution of every chapter under it; `gpu` trains longer where a GPU makes that cheap.
 """
 
 import os
