@@ -29,17 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
 
 from minillama4.course.cachekey import runtime, source_hash
+from spread import open_record, print_table, run_child, sweep  # bench/spread.py, next to this script
 
 TABLE = ["base_accuracy", "sft_accuracy", "rl_accuracy", "dpo_accuracy", "sft_hard", "rl_hard", "rl_format",
          "dpo_format", "sft_gain", "rl_gain", "rl_hard_gain", "dpo_format_gain", "dpo_accuracy_change",
@@ -80,28 +75,7 @@ def measure(profile: str, seed: int) -> dict:
     }
 
 
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
-        platform.processor()
-    return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "cpu_kernels": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": os.environ.get("MKL_CBWR")}
-
-
-def run_one(profile: str, threads: int, seed: int) -> dict:
-    """One (threads, seed) in a fresh process: torch's thread pool is sized before any work."""
-    # idle OpenMP threads sleep instead of spinning: the same numbers (checked), far less time on a busy machine
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE", MINILLAMA4_PROFILE=profile)
-    cmd = [sys.executable, __file__, "--profile", profile, "--child", str(threads), str(seed)]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"threads={threads} seed={seed} failed:\n{out.stderr[-3000:]}")
-    values = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"threads": threads, "seed": seed, "wall_seconds": round(time.perf_counter() - t0, 1), "values": values}
-
-
-def print_table(record: dict) -> None:
+def print_record(record: dict) -> None:
     runs = record["runs"]
     if not runs:
         print("no runs recorded yet")
@@ -109,11 +83,7 @@ def print_table(record: dict) -> None:
     m = record["machine"]
     print(f"profile {record['profile']}: {len(runs)} runs on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
           f"{m['cpu_kernels']} kernels\n")
-    head = "".join(f"{'t' + str(r['threads']) + ' s' + str(r['seed']):>9}" for r in runs)
-    print(f"{'quantity':<22}{head}{'min':>9}{'max':>9}")
-    for q in TABLE:
-        vs = [r["values"][q] for r in runs]
-        print(f"{q:<22}" + "".join(f"{v:>9.3f}" for v in vs) + f"{min(vs):>9.3f}{max(vs):>9.3f}")
+    print_table(runs, TABLE)
     print("\n(tests/test_posttrain.py::test_the_asserted_claims_hold_in_every_measured_run checks the claims on them)")
 
 
@@ -133,22 +103,12 @@ def main() -> None:
         return
 
     path = args.json or Path(__file__).parent / "results" / f"claims_spread_{args.profile}.json"
-    code = source_hash("minillama4.train.posttrain")
-    record = json.loads(path.read_text()) if path.is_file() else {}
-    if record.get("code") != code or record.get("machine") != machine():
-        record = {"profile": args.profile, "machine": machine(), "code": code, "runs": []}
+    record = open_record(path, args.profile, source_hash("minillama4.train.posttrain"))
     if not args.table:
-        path.parent.mkdir(parents=True, exist_ok=True)
         done = {(r["threads"], r["seed"]) for r in record["runs"]}
         todo = [(t, s) for s in args.seeds for t in args.threads if (t, s) not in done]
-        with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own process
-            futures = [pool.submit(run_one, args.profile, t, s) for t, s in todo]
-            for f in as_completed(futures):
-                run = f.result()
-                print(f"done: threads={run['threads']} seed={run['seed']} ({run['wall_seconds']:.0f} s)", flush=True)
-                record["runs"] = sorted(record["runs"] + [run], key=lambda r: (r["threads"], r["seed"]))
-                path.write_text(json.dumps(record, indent=1) + "\n")
-    print_table(record)
+        sweep(record, path, todo, lambda t, s: run_child(__file__, args.profile, t, s), args.jobs)
+    print_record(record)
     print(f"\n(runtime of this process: {runtime()}; recorded in {path})")
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,10 @@ def test_the_key_follows_the_recipe_the_data_the_seed_and_the_runtime(monkeypatc
     k0 = key()
     assert key(r=zoo.recipes("ci", seed=1)["mini-scout"]) != k0
     assert key(r=zoo.recipes("ci")["mini-dense"]) != k0
+    for name in ("mini-vlm", "mini-vlm-blind"):  # the vision recipes: the seed is all that differs, and in the key
+        (c0, t0), (c1, t1) = shapes.recipes("ci")[name], shapes.recipes("ci", seed=1)[name]
+        assert c0 == c1 and (t0.seed, t1.seed) == (0, 1) and replace(t1, seed=0) == t0
+        assert shapes._key(c1, t1, "ci") != shapes._key(c0, t0, "ci")
     assert key(profile="laptop") != k0
     ids2 = ids.clone()
     ids2[-1] += 1  # the last token of the stream: the whole stream is hashed

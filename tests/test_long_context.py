@@ -1,5 +1,7 @@
 """minillama4.course.long_context: the variant configs, the passkey task generator, training and the evaluations."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -157,5 +159,7 @@ def test_needle_train_config_is_the_chapters_recipe_per_profile():
     for tc in (laptop, ci):
         assert (tc.lr, tc.min_lr, tc.warmup_steps, tc.seed) == (3e-3, 3e-4, 30, 0)
     assert needle_train_config(64, profile="gpu") == laptop
+    other = needle_train_config(48, profile="ci", seed=2)  # another seed: nothing else changes
+    assert other.seed == 2 and replace(other, seed=0) == ci
     with pytest.raises(ValueError, match="profile"):
         needle_train_config(64, profile="fast")

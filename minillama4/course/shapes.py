@@ -206,11 +206,13 @@ class VLMHistory:
         return asdict(self)
 
 
-def recipes(profile: str | None = None) -> dict[str, tuple[Llama4Config, VLMTrainConfig]]:
+def recipes(profile: str | None = None, seed: int = 0) -> dict[str, tuple[Llama4Config, VLMTrainConfig]]:
     """The two recipes for the profile. The blind baseline trains half as long: it reaches its plateau (the answer
-    frequencies) within the first hundred steps, and nothing it could learn later depends on the images."""
+    frequencies) within the first hundred steps, and nothing it could learn later depends on the images. `seed` (init
+    and data stream) is 0 in the course; `bench/model_claims_spread.py` trains others to measure how much a result
+    owes to it."""
     steps = by_profile(ci=900, laptop=2400, gpu=4000, profile=profile)
-    tc = VLMTrainConfig(steps=steps, eval_every=max(25, steps // 6))
+    tc = VLMTrainConfig(steps=steps, eval_every=max(25, steps // 6), seed=seed)
     blind = VLMTrainConfig(**{**asdict(tc), "steps": steps // 2, "eval_every": max(25, steps // 12), "see_images": False})
     return {"mini-vlm": (vlm_config(), tc), "mini-vlm-blind": (vlm_config(), blind)}
 
@@ -284,10 +286,10 @@ def _key(config: Llama4Config, tc: VLMTrainConfig, profile: str) -> str:
     return cache_key(payload, __name__)
 
 
-def pretrained_vlm(name: str = "mini-vlm", profile: str | None = None, verbose: bool = True):
+def pretrained_vlm(name: str = "mini-vlm", profile: str | None = None, verbose: bool = True, seed: int = 0):
     """(model, VLMHistory) of a cached recipe; trains once (deterministically) if it is not cached yet."""
     profile = profile or current_profile()
-    all_recipes = recipes(profile)
+    all_recipes = recipes(profile, seed)
     if name not in all_recipes:
         raise ValueError(f"unknown toy vision model {name!r}; available: {', '.join(all_recipes)}")
     config, tc = all_recipes[name]
