@@ -34,9 +34,16 @@ def machine() -> dict:
 
 def open_record(path: Path, profile: str, code) -> dict:
     """The record in `path` if the same code (any JSON value, e.g. a source hash) made it on this machine; else an
-    empty one: runs of other code or another machine are never mixed in."""
+    empty one: runs of other code or another machine are never mixed in. With `code` a dict {group: code} (runs
+    that carry a "group"), each group's runs are kept or dropped on their own."""
     record = json.loads(path.read_text()) if path.is_file() else {}
-    if record.get("code") != code or record.get("machine") != machine():
+    if record.get("machine") != machine() or record.get("profile", profile) != profile:
+        record = {}
+    if isinstance(code, dict) and isinstance(record.get("code"), dict):
+        same = {g for g, c in code.items() if record["code"].get(g) == c}
+        return {"profile": profile, "machine": machine(), "code": code,
+                "runs": [r for r in record["runs"] if r.get("group") in same]}
+    if record.get("code") != code:
         record = {"profile": profile, "machine": machine(), "code": code, "runs": []}
     return record
 
@@ -71,8 +78,9 @@ def sweep(record: dict, path: Path, todo: list[tuple], run, jobs: int = 1) -> No
 
 def print_table(runs: list[dict], quantities: list[str]) -> None:
     head = "".join(f"{'t' + str(r['threads']) + ' s' + str(r['seed']):>9}" for r in runs)
-    print(f"{'quantity':<22}{head}{'min':>9}{'max':>9}")
+    w = max(22, *(len(q) + 2 for q in quantities))
+    print(f"{'quantity':<{w}}{head}{'min':>9}{'max':>9}")
     for q in quantities:
         vs = [math.nan if r["values"][q] is None else float(r["values"][q]) for r in runs]  # None: never reached
         known = [v for v in vs if not math.isnan(v)] or [math.nan]
-        print(f"{q:<22}" + "".join(f"{v:>9.3f}" for v in vs) + f"{min(known):>9.3f}{max(known):>9.3f}")
+        print(f"{q:<{w}}" + "".join(f"{v:>9.3f}" for v in vs) + f"{min(known):>9.3f}{max(known):>9.3f}")

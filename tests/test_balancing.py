@@ -157,11 +157,9 @@ def test_the_ci_comparison_starts_as_the_notebook_loop_and_its_claims_hold():
         assert len(r["train_loss"]) == tc.steps and r["evals"][-1][0] == tc.steps
     imb = {n: load_imbalance(r["loads"]).numpy() for n, r in run["variants"].items()}  # [evaluations, MoE layers]
     final = {n: v[-1].mean() for n, v in imb.items()}
-    late = {n: v[len(v) // 2:].mean() for n, v in imb.items()}
     val = [r["evals"][-1][1] for r in run["variants"].values()]
-    (none_, switch, auxfree), (late_none, late_switch, _) = final.values(), late.values()
+    none_, switch, auxfree = final.values()
     assert switch < none_ and auxfree < none_  # both methods end better balanced than none
-    assert late_switch < late_none  # the Switch loss also over the second half of training
     assert imb["no balancing"][-1].max() > 1.3  # without balancing some expert gets > 1.3× its share
     assert max(val) - min(val) < 0.1  # balancing costs no visible validation loss
     moves = np.abs(np.diff(np.array(run["variants"][f"aux-free bias γ={RATE}"]["biases"]), axis=0, prepend=0))

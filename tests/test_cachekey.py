@@ -164,8 +164,8 @@ def test_bad_module_names_are_clear_errors():
 
 
 def test_the_metap_sweep_key_follows_metap_rules_but_not_the_grid(copy):
-    """Chapter 13's learning-rate sweep caches each run on its own: widening the grid keeps them, a changed MetaP
-    rule trains them again."""
+    """Chapter 13's learning-rate sweep caches each run on its own: widening the grid keeps them, another seed, a
+    changed MetaP rule or a change in the experiment's own file trains them again."""
     import dataclasses
 
     from minillama4.course import metap_experiments as mx
@@ -174,5 +174,9 @@ def test_the_metap_sweep_key_follows_metap_rules_but_not_the_grid(copy):
     before = mx._sweep_dir(spec, "ci")
     assert mx._sweep_dir(dataclasses.replace(spec, lrs=spec.lrs[1:]), "ci") == before
     assert mx._sweep_dir(dataclasses.replace(spec, steps=spec.steps + 1), "ci") != before
+    assert mx._sweep_dir(mx.sweep_spec("ci", seed=1), "ci") != before  # another seed, other runs
     copy("metap.py", '"hidden": 1.0 / width_mult,', '"hidden": 1.0,')  # the hidden weights' lr × 1/m switched off
-    assert mx._sweep_dir(spec, "ci") != before
+    after_rule = mx._sweep_dir(spec, "ci")
+    assert after_rule != before
+    copy("course/metap_experiments.py", "intermediate_size=2 * width,", "intermediate_size=3 * width,")  # its own file
+    assert mx._sweep_dir(spec, "ci") != after_rule

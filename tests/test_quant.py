@@ -313,9 +313,9 @@ def test_a_batch1_decode_step_reads_only_the_chosen_experts_weights(ckpt):
 # ------------------------------------------------------------------------------------------------ the post-trained toy
 @pytest.mark.timeout(1800)
 def test_int4_costs_the_post_trained_toy_no_held_out_answers_under_the_ci_profile():
-    """Chapter 11's claim, from the cached sweep (float32 vs int4 at g = 32, 64, 128, symmetric and asymmetric): the
-    answers to the 300 held-out questions and the validation perplexity do not move; the next-token KL to float32
-    does, and orders the variants. Every int4 variant was really quantized: the recipe's bytes, predictions moved."""
+    """Chapter 11's claim, from the cached sweep (float32 vs int4 at g = 32, 64, 128, symmetric and asymmetric): on the
+    course's chat model the answers to the 300 held-out questions and the validation perplexity barely move; the
+    next-token KL to float32 does, and orders the variants. Every int4 variant was really quantized: the recipe's bytes, predictions moved."""
     from minillama4.course import zoo
     from minillama4.course.int4_experiments import GROUP_SIZES, int4_quality, variant_name, variants
 
@@ -331,11 +331,14 @@ def test_int4_costs_the_post_trained_toy_no_held_out_answers_under_the_ci_profil
             r = runs[variant_name(g_, sym)]
             assert r["weight_bytes"] == expected_int4_bytes(cfg, 4, g_, 4 if sym else 8)  # a zero per group: 8 bytes
             assert r["kl"] > 1e-4 and r["logit_rel_rms"] > 0.01 and r["top1_agreement"] < 1  # predictions moved
-            # measured under ci: the same accuracy (0.887) and replies as float32, perplexity within 0.1%
+            # measured under ci, seed 0: the same accuracy as float32 (0.887) at 1 thread, within 1 question at 2;
+            # perplexity within 0.09% (1 thread) and 0.20% (2 threads); over seeds 0-2 up to 0.26%, and other seeds'
+            # chat models moved accuracy more (up to 19 questions): tests/test_model_claims.py
             assert abs(r["accuracy"] - f32["accuracy"]) <= 0.01 and r["format_rate"] >= f32["format_rate"] - 0.01
-            assert abs(r["val_perplexity"] / f32["val_perplexity"] - 1) < 0.002
+            assert abs(r["val_perplexity"] / f32["val_perplexity"] - 1) < 0.005
             kl[g_, sym] = r["kl"]
-    # measured: asymmetric 0.63–0.78× symmetric's KL at each g; g = 32 below g = 128 by 8% (sym) and 26% (asym)
+    # measured (seed 0, 1 thread): asymmetric 0.63–0.78× symmetric's KL at each g; g = 32 below g = 128 by 26%
+    # (asymmetric). Symmetric g = 32 is below g = 128 at 1 thread but above it at 2 threads: not asserted
     assert all(kl[g_, False] < kl[g_, True] for g_ in GROUP_SIZES)
-    assert all(kl[32, sym] < kl[128, sym] for sym in (True, False))
+    assert kl[32, False] < kl[128, False]
     assert kl[128, False] < kl[64, True] and kl[64, False] < kl[32, True]  # at equal bits (4.5 and 5)

@@ -33,10 +33,10 @@ RATE = 0.03  # γ of the aux-free variant: larger than DeepSeek-V3's 0.001, as t
 VARIANTS = {"no balancing": (0.0, 0.0), f"Switch loss {COEF}": (COEF, 0.0), f"aux-free bias γ={RATE}": (0.0, RATE)}
 
 
-def experiment_setup(profile: str | None = None) -> tuple[Llama4Config, TrainConfig]:
+def experiment_setup(profile: str | None = None, seed: int = 0) -> tuple[Llama4Config, TrainConfig]:
     """mini-Scout's config and training settings, shortened to the experiment's steps (the balance coefficient is
-    set per variant)."""
-    recipe = zoo.recipes(profile)["mini-scout"]
+    set per variant). `seed` (init and batch order) is 0 in the course; `bench/model_claims_spread.py` runs others."""
+    recipe = zoo.recipes(profile, seed)["mini-scout"]
     steps = by_profile(ci=150, laptop=400, profile=profile)
     return recipe.config, dataclasses.replace(recipe.train, steps=steps, warmup_steps=min(50, steps // 5),
                                               eval_every=max(25, steps // 6))
@@ -55,11 +55,11 @@ def run_variant(config: Llama4Config, tc: TrainConfig, train_ids, val_ids, rate:
             "biases": balancer.history if balancer else None, "train_loss": hist.train_loss}
 
 
-def balancing_comparison(profile: str | None = None, progress: bool = False) -> dict:
+def balancing_comparison(profile: str | None = None, progress: bool = False, seed: int = 0) -> dict:
     """Every variant of VARIANTS at equal steps, cached. → {"profile", "train": the TrainConfig as a dict (balance
     coefficient 0), "variants": {name: run_variant(...)}}."""
     p = profile or current_profile()
-    config, tc = experiment_setup(p)
+    config, tc = experiment_setup(p, seed)
     train_ids = course_tokens("train", vocab_size=config.vocab_size).ids
     val_ids = course_tokens("val", vocab_size=config.vocab_size).ids
 

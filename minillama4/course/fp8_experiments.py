@@ -52,14 +52,15 @@ class Autocast(nn.Module):
 PRECISIONS = ("float32", "bf16", "fp8", "fp8 unscaled")  # the variants of training_comparison
 
 
-def training_setup(profile: str | None = None) -> tuple[Llama4Config, TrainConfig]:
-    """The model (mini-Scout's config) and the training settings of the comparison, scaled by the profile."""
+def training_setup(profile: str | None = None, seed: int = 0) -> tuple[Llama4Config, TrainConfig]:
+    """The model (mini-Scout's config) and the training settings of the comparison, scaled by the profile. `seed`
+    (init and batch order) is 0 in the course; `bench/model_claims_spread.py` runs others."""
     p = profile or current_profile()
     steps = by_profile(ci=80, laptop=200, profile=p)
     tc = TrainConfig(steps=steps, batch_size=by_profile(ci=8, laptop=16, profile=p),
                      seq_len=by_profile(ci=64, laptop=128, profile=p), lr=3e-3, min_lr=3e-4, warmup_steps=steps // 5,
                      eval_every=steps // 8, eval_batches=by_profile(ci=4, laptop=8, profile=p), balance_coef=0.01,
-                     seed=0)
+                     seed=seed)
     return Llama4Config.preset("toy"), tc
 
 
@@ -82,11 +83,11 @@ def train_in_precision(precision: str, config: Llama4Config, tc: TrainConfig, tr
             "seconds": time.perf_counter() - t0}
 
 
-def training_comparison(profile: str | None = None, progress: bool = True) -> dict:
+def training_comparison(profile: str | None = None, progress: bool = True, seed: int = 0) -> dict:
     """Every precision of PRECISIONS at equal steps, cached. → {"profile", "train": the TrainConfig as a dict,
     "variants": {precision: train_in_precision(...)}}; `final_gaps` summarises it."""
     p = profile or current_profile()
-    config, tc = training_setup(p)
+    config, tc = training_setup(p, seed)
     train_data = course_tokens("train", vocab_size=config.vocab_size)
     val_data = course_tokens("val", vocab_size=config.vocab_size)
 
@@ -139,13 +140,14 @@ def logit_agreement(ref: Llama4, model: Llama4, windows: list[torch.Tensor]) -> 
     return {"logit_rel_rms": math.sqrt(err / norm), "top1_agreement": same / n, "kl": kl / n}
 
 
-def quality_comparison(profile: str | None = None, progress: bool = True, variants: dict | None = None) -> dict:
+def quality_comparison(profile: str | None = None, progress: bool = True, variants: dict | None = None,
+                       seed: int = 0) -> dict:
     """The chat model of chapter 10 (pretrained → SFT → RL → DPO) with float32, FP8 (e4m3, row-wise) or int4 (g=128)
     experts on the held-out questions: accuracy, format rate, and the share of greedy replies identical to float32's;
     and the pretrained mini-Scout with the same three kinds of experts on the validation text: loss, perplexity and
     `logit_agreement` with float32; plus the chat model's weight bytes. Cached. → {"variants": {name: {...}}}.
     variants: {name: quantize_model's keyword arguments, or None for float32} (default QUALITY_VARIANTS); the first
-    one is the float32 reference the others are compared with."""
+    one is the float32 reference the others are compared with. `seed`: which pipeline's models (0 in the course)."""
     from ..train import get_batch, posttrain, rollout
     from . import zoo
     from .data import course_tokenizer
@@ -156,10 +158,10 @@ def quality_comparison(profile: str | None = None, progress: bool = True, varian
     ref_name = next(iter(variants), None)
     if ref_name is None or variants[ref_name] is not None:
         raise ValueError(f"the first variant must be the float32 reference (None), got {variants!r}")
-    chat, chat_rec = posttrain.stage("dpo", p, progress)
-    base, base_hist = zoo.pretrained("mini-scout", profile=p, verbose=progress)
-    r = posttrain.recipe(p)
-    tc = zoo.recipes(p)["mini-scout"].train
+    chat, chat_rec = posttrain.stage("dpo", p, progress, seed)
+    base, base_hist = zoo.pretrained("mini-scout", profile=p, verbose=progress, seed=seed)
+    r = posttrain.recipe(p, seed)
+    tc = zoo.recipes(p, seed)["mini-scout"].train
 
     def compute():
         tok, tasks = course_tokenizer(), eval_set(r.eval_per_level)

@@ -29,8 +29,8 @@ def variants() -> dict:
     return out
 
 
-def int4_quality(profile: str | None = None, progress: bool = True) -> dict:
+def int4_quality(profile: str | None = None, progress: bool = True, seed: int = 0) -> dict:
     """`quality_comparison` over `variants()`, cached. → {"profile", "questions", "variants": {name: {"accuracy",
     "format_rate", "same_replies", "val_loss", "val_perplexity", "logit_rel_rms", "top1_agreement", "kl",
     "weight_bytes", …}}}."""
-    return quality_comparison(profile, progress, variants=variants())
+    return quality_comparison(profile, progress, variants=variants(), seed=seed)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -32,8 +32,6 @@ from .profile import by_profile, current_profile
 
 HEAD_DIM = 8  # every width keeps this head size and adds heads (as Llama 4 does: Dh = 128 at every size)
 COORD_WIDTHS = (16, 32, 64, 128, 256)  # the coordinate check's widths (16x)
-EXPERIMENT_CODE_VERSION = 1  # bump when a change in this file changes the results (the key follows RUN_CODE itself)
-RUN_CODE = ("minillama4.model", "minillama4.train", "minillama4.metap")  # what a sweep run executes besides this file
 
 
 def sweep_config(width: int, depth: int, parametrization: str, base: tuple[int, int],
@@ -123,14 +121,16 @@ class SweepSpec:
     parametrizations: tuple[str, ...] = ("standard", "metap")
 
 
-def sweep_spec(profile: str | None = None) -> SweepSpec:
-    """The sweep each profile runs: widths 16 → 128 (8x) at two depths, a factor-2 grid of learning rates."""
-    return by_profile(
-        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 3, -1)),
+def sweep_spec(profile: str | None = None, seed: int = 0) -> SweepSpec:
+    """The sweep each profile runs: widths 16 → 128 (8x) at two depths, a factor-2 grid of learning rates. `seed`
+    is 0 in the course; `bench/model_claims_spread.py` runs others."""
+    spec = by_profile(
+        ci=SweepSpec(widths=(16, 32, 64, 128), depths=(1, 2), lrs=tuple(2.0 ** -k for k in range(10, 2, -1)),
                      steps=150, batch_size=8, seq_len=32, warmup_steps=15, head_dim=8),
         laptop=SweepSpec(widths=(16, 32, 64, 128), depths=(2, 4), lrs=tuple(2.0 ** -k for k in range(10, 2, -1)),
                          steps=300, batch_size=8, seq_len=64, warmup_steps=30, head_dim=8),
         profile=profile)
+    return replace(spec, seed=seed)
 
 
 def run_train_config(spec: SweepSpec, lr: float) -> TrainConfig:
@@ -158,22 +158,22 @@ def sweep_run(spec: SweepSpec, parametrization: str, width: int, depth: int, lr:
 def _sweep_dir(spec: SweepSpec, profile: str):
     """The folder of a sweep's runs, under a key (cachekey.py) over what a run depends on: the spec but the grid
     itself (a run's learning rate and parametrization are in its file name, so widening the grid keeps the runs
-    made), the training data, EXPERIMENT_CODE_VERSION for this file, the code of the model, of training and of
-    MetaP's rules, and the runtime (torch version, thread count)."""
+    made), the training data, the code of this file and of what it imports (the model, training, MetaP's rules),
+    and the runtime (torch version, thread count)."""
     run_spec = {k: v for k, v in asdict(spec).items() if k not in ("lrs", "parametrizations")}
-    payload = {"spec": run_spec, "code": EXPERIMENT_CODE_VERSION, "profile": profile,
+    payload = {"spec": run_spec, "profile": profile,
                "data": hashlib.sha256(course_tokens("train").ids.numpy().tobytes()).hexdigest()}
-    return cache_dir() / "metap" / f"lr-sweep-{profile}-{cache_key(payload, *RUN_CODE)}"
+    return cache_dir() / "metap" / f"lr-sweep-{profile}-{cache_key(payload, __name__)}"
 
 
-def lr_sweep(profile: str | None = None, progress: bool = True) -> dict:
+def lr_sweep(profile: str | None = None, progress: bool = True, seed: int = 0) -> dict:
     """Every run of the profile's sweep, each trained on first use and cached on its own: an interrupted sweep
     resumes, and processes started on the same sweep share out the runs. Returns {"spec": …, "profile": …,
     "runs": [{"parametrization", "width", "depth", "lr", "val_loss", "train_loss", "cpu_seconds"}, …]}."""
     from tqdm.auto import tqdm
 
     profile = profile or current_profile()
-    spec = sweep_spec(profile)
+    spec = sweep_spec(profile, seed)
     folder = _sweep_dir(spec, profile)
     folder.mkdir(parents=True, exist_ok=True)
     grid = [(p, d, w, lr) for p in spec.parametrizations for d in spec.depths for w in spec.widths for lr in spec.lrs]
