@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "bench" / "results" / "model_claims_spread_ci.json"
 GRID = {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}  # threads × seeds
-COSTLY = {"quant", "metap"}  # a whole post-training pipeline or a 112-run sweep per run: threads 1 and 2 only
+COSTLY = {"quant", "metap"}  # a whole post-training pipeline or a 128-run sweep per run: threads 1 and 2 only
 COSTLY_GRID = {(t, s) for t in (1, 2) for s in (0, 1, 2)}
 MARGIN = 0.1  # chapter 07, cell 30
 
