@@ -14,6 +14,17 @@ def rms_norm(x_TD, weight_D, eps=1e-5):
     rms = x.pow(2).mean(-1, keepdim=True).sqrt()
     return (x / (rms + eps)).to(x_TD.dtype) * weight_D
 ''', ["inside the square root"]),
+        ("no-eps", '''
+def rms_norm(x_TD, weight_D, eps=1e-5):
+    x = x_TD.float()
+    return (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True))).to(x_TD.dtype) * weight_D
+''', ["ε is missing"]),
+        ("weight-before-cast", '''
+def rms_norm(x_TD, weight_D, eps=1e-5):
+    x = x_TD.float()
+    y = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight_D.float()
+    return y.to(x_TD.dtype)
+''', ["before casting back"]),
         ("no-weight", '''
 def rms_norm(x_TD, weight_D, eps=1e-5):
     return x_TD / torch.sqrt(x_TD.pow(2).mean(-1, keepdim=True) + eps)

@@ -18,6 +18,11 @@ def _rms_cases():
             norm.weight.copy_(torch.randn(D, generator=_g(100 + seed)))
         x = torch.randn(T, D, generator=_g(seed)) * (seed + 1)
         cases.append(Case((x, norm.weight.detach().clone(), eps), norm(x).detach()))
+    norm = RMSNorm(64, 1e-5).to(torch.bfloat16)  # bf16 activations and weight: where the order of cast and × w shows
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64, generator=_g(103)))
+    x = (torch.randn(9, 64, generator=_g(3)) * 3).to(torch.bfloat16)
+    cases.append(Case((x, norm.weight.detach().clone(), 1e-5), norm(x).detach()))
     return cases
 
 
@@ -71,6 +76,16 @@ def _rms_sum(x, w, eps=1e-5):
 def _rms_eps_outside(x, w, eps=1e-5):
     xf = x.float()
     return (xf / (xf.pow(2).mean(-1, keepdim=True).sqrt() + eps)).type_as(x) * w
+
+
+def _rms_no_eps(x, w, eps=1e-5):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True))).type_as(x) * w
+
+
+def _rms_weight_before_cast(x, w, eps=1e-5):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w).type_as(x)
 
 
 def _rms_no_weight(x, w, eps=1e-5):
@@ -129,7 +144,12 @@ register(Exercise(
                 wrong=_rms_sum),
         Mistake("ε belongs inside the square root: x / √(mean(x²) + ε), not x / (√mean(x²) + ε)",
                 wrong=_rms_eps_outside),
+        Mistake("ε is missing: x / √(mean(x²) + ε) keeps an all-zero (or tiny) token from dividing by zero",
+                wrong=_rms_no_eps),
         Mistake("you forgot to multiply by the weight (the learned per-feature scale)", wrong=_rms_no_weight),
+        Mistake("you multiplied by the weight before casting back: Llama 4 casts the normalised x to x's dtype "
+                "first, then multiplies by the weight (in bf16 the two orders round differently)",
+                wrong=_rms_weight_before_cast),
         Mistake("you subtracted the mean first: that is LayerNorm; RMSNorm does not centre x", wrong=_rms_centred),
         Mistake("you normalised over the tokens (dim 0): normalise each token over its features (the last dim)",
                 wrong=_rms_over_tokens),
