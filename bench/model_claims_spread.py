@@ -46,7 +46,9 @@ Run
 
 Runs are appended to the JSON file (default bench/results/model_claims_spread_<profile>.json) as they finish; a run
 already recorded for the same code and machine is not repeated, so an interrupted sweep continues where it stopped.
-The code is tracked per group: a change to one group's modules drops that group's runs only.
+The code is tracked per group: a change to one group's modules drops that group's runs only. A record holds one
+machine's runs: on another machine, pass --json bench/results/model_claims_spread_<profile>_<machine>.json, and the
+test reads every record of the profile, counting only runs of the current code.
 """
 
 from __future__ import annotations

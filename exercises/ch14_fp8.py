@@ -1,4 +1,4 @@
-# GENERATED from solutions/ch14_fp8.py by scripts/make_exercises.py (stub 8278508c21f3): this is your file, fill in the stubs.
+# GENERATED from solutions/ch14_fp8.py by scripts/make_exercises.py (stub 9687201b58d8): this is your file, fill in the stubs.
 """Chapter 14 exercises: rounding to e4m3, row-wise scales, the scaled matmul, an FP8 linear layer with per-token
 activation scales, and the memory arithmetic of a model with FP8 experts.
 
@@ -29,8 +29,9 @@ def quantize_rowwise(w_NK: torch.Tensor):
 
         s[n] = max(max_k |W[n, k]|, 1e-12) / 448          q[n, k] = W[n, k] / s[n], cast to e4m3
 
-    (the cast rounds to nearest; clamp W / s to ±448 before it, so that rounding never produces a value past the
-    format's range). Return (q torch.float8_e4m3fn [N, K], s float32 [N, 1])."""
+    (the cast rounds to nearest). With this s, W / s is already within ±448; clamp it to ±448 before the cast
+    anyway, as the package does before every cast: a scale taken from an older amax (delayed scaling) would leave
+    values past the range, which e4m3fn cannot hold. Return (q torch.float8_e4m3fn [N, K], s float32 [N, 1])."""
     # YOUR CODE HERE
     raise NotImplementedError()
 

@@ -32,8 +32,9 @@ def quantize_rowwise(w_NK: torch.Tensor):
 
         s[n] = max(max_k |W[n, k]|, 1e-12) / 448          q[n, k] = W[n, k] / s[n], cast to e4m3
 
-    (the cast rounds to nearest; clamp W / s to ±448 before it, so that rounding never produces a value past the
-    format's range). Return (q torch.float8_e4m3fn [N, K], s float32 [N, 1])."""
+    (the cast rounds to nearest). With this s, W / s is already within ±448; clamp it to ±448 before the cast
+    anyway, as the package does before every cast: a scale taken from an older amax (delayed scaling) would leave
+    values past the range, which e4m3fn cannot hold. Return (q torch.float8_e4m3fn [N, K], s float32 [N, 1])."""
     ### BEGIN SOLUTION
     w = w_NK.float()
     s_N1 = w.abs().amax(dim=1, keepdim=True).clamp_min(AMAX_FLOOR) / E4M3_MAX  # the row's largest |w| → 448

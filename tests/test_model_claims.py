@@ -1,18 +1,29 @@
 """The notebooks' claims about trained toy models (chapters 03, 04, 06, 07, 11, 13 and 14) hold in every measured run.
 
-bench/model_claims_spread.py ran each claim group at 1, 2 and 4 threads with seeds 0, 1 and 2 under the ci profile (the
-two costliest groups at 1 and 2 threads) and kept the notebooks' variables from each run in
-bench/results/model_claims_spread_ci.json. Each check below is the notebook's assert, applied to those variables.
+bench/model_claims_spread.py reruns each claim group's notebook cells at several thread counts and seeds and keeps the
+notebooks' variables from each run in bench/results/model_claims_spread_<profile>[_<machine>].json (one record per
+profile and machine). Each check below is the notebook's assert, applied to those variables. Only runs of the current
+code count: a record made by other code of a group's modules no longer covers that group.
 """
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-RECORD = ROOT / "bench" / "results" / "model_claims_spread_ci.json"
+RESULTS = ROOT / "bench" / "results"
 GRID = {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}  # threads × seeds
 COSTLY = {"quant", "metap"}  # a whole post-training pipeline or a 128-run sweep per run: threads 1 and 2 only
 COSTLY_GRID = {(t, s) for t in (1, 2) for s in (0, 1, 2)}
+# laptop (a learner's default) costs 2-10× ci per run: seeds 0-2 at one thread (chapter 04 trains at one thread anyway)
+LAPTOP_GRID = {(1, s) for s in (0, 1, 2)}
+LAPTOP_NOT_MEASURED = {  # the committed notebook outputs are their only laptop run
+    "quant": "each run trains the seed's whole laptop post-training pipeline (about 30 CPU minutes) first",
+    "metap": "the laptop learning-rate sweep trains several hundred models per run",
+    "fp8": "four trainings with FP8 emulated in float32: a run did not finish in an hour on 2 cores",
+}
 MARGIN = 0.1  # chapter 07, cell 30
 
 
@@ -66,7 +77,8 @@ def vlm_claims(v: dict, profile: str) -> None:
         assert all(abs(a - chance[task]) <= 0.15 for a in v["blind_history"][task]), (task, v["blind_history"][task])
         assert acc_blind[task] <= chance[task] + 0.1, (task, acc_blind[task])
         assert acc[task] > acc_blind[task], (task, acc[task], acc_blind[task])
-    assert mean(acc) >= mean(acc_blind) + 0.15, (mean(acc), mean(acc_blind))  # worst measured: +0.187 (t2 s1)
+    # worst measured: +0.643 (ci, t2 s1); the old learning rate 3e-3 gave +0.145 (laptop s1)
+    assert mean(acc) >= mean(acc_blind) + 0.15, (mean(acc), mean(acc_blind))
 
 
 def distill_claims(v: dict, profile: str) -> None:
@@ -119,28 +131,52 @@ CLAIMS = {"moe": moe_claims, "balance": balance_claims, "vlm": vlm_claims, "dist
           "needle": needle_claims, "metap": metap_claims, "fp8": fp8_claims, "quant": quant_claims}
 
 
-def test_the_asserted_claims_hold_in_every_measured_run():
-    """Every claim group in the record was measured at every (threads, seed) of the grid, and each of its notebook's
-    claims holds in each of those runs (and the long-context runs do not depend on the thread count)."""
-    assert RECORD.is_file(), (f"{RECORD.relative_to(ROOT)} is missing: run `nice python bench/model_claims_spread.py "
-                              "--profile ci` (every group at threads 1 2 4, seeds 0 1 2)")
-    record = json.loads(RECORD.read_text())
-    assert record["profile"] == "ci"
+def required(profile: str) -> dict[str, set]:
+    """The (threads, seed) runs each claim group must have under `profile`, from records of the current code."""
+    if profile == "ci":
+        return {g: COSTLY_GRID if g in COSTLY else GRID for g in CLAIMS}
+    return {g: LAPTOP_GRID for g in CLAIMS if g not in LAPTOP_NOT_MEASURED}
+
+
+def current_runs(profile: str) -> dict[str, dict]:
+    """{group: {(machine, threads, seed): values}} from every record of `profile` whose group code is current."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from model_claims_spread import CODE
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from minillama4.course.cachekey import source_hash
+
+    code = {g: source_hash(*modules) for g, modules in CODE.items()}
     runs: dict[str, dict] = {}
-    for r in record["runs"]:
-        runs.setdefault(r["group"], {})[(r["threads"], r["seed"])] = r["values"]
-    assert runs, f"{RECORD.relative_to(ROOT)} holds no runs"
-    assert set(runs) == set(CLAIMS), f"groups recorded {sorted(runs)}, claim groups {sorted(CLAIMS)}"
+    for path in sorted(RESULTS.glob(f"model_claims_spread_{profile}*.json")):
+        record = json.loads(path.read_text())
+        assert record["profile"] == profile, path
+        for r in record["runs"]:
+            if record["code"].get(r["group"]) == code[r["group"]]:
+                runs.setdefault(r["group"], {})[record["machine"]["cpu"], r["threads"], r["seed"]] = r["values"]
+    return runs
+
+
+@pytest.mark.parametrize("profile", ["ci", "laptop"])
+def test_the_asserted_claims_hold_in_every_measured_run(profile):
+    """Every claim group was measured on the current code at every (threads, seed) its profile requires, and each of
+    its notebook's claims holds in every current run (and the long-context runs do not depend on the thread count)."""
+    runs = current_runs(profile)
+    need = required(profile)
+    for group, grid in sorted(need.items()):
+        have = {(t, s) for (_, t, s) in runs.get(group, {})}
+        assert grid <= have, (f"{profile} {group}: no run of the current code at (threads, seed) "
+                              f"{sorted(grid - have)}: run `nice python bench/model_claims_spread.py --profile "
+                              f"{profile} --claims {group}`")
     for group, by_run in sorted(runs.items()):
-        grid = COSTLY_GRID if group in COSTLY else GRID
-        assert grid <= set(by_run), f"{group}: missing (threads, seed) {sorted(grid - set(by_run))}"
-        for (threads, seed), v in sorted(by_run.items()):
+        for (machine, threads, seed), v in sorted(by_run.items()):
             try:
-                CLAIMS[group](v, record["profile"])
+                CLAIMS[group](v, profile)
                 if group == "needle":
-                    same_as_one_thread(v, by_run[1, seed])
+                    same_as_one_thread(v, by_run[machine, 1, seed])
             except AssertionError as e:
-                raise AssertionError(f"{group} threads={threads} seed={seed}: {e}") from e
+                raise AssertionError(f"{profile} {group} on {machine}, threads={threads} seed={seed}: {e}") from e
 
 
 def same_as_one_thread(v: dict, one: dict) -> None:
@@ -167,3 +203,20 @@ def test_a_record_keeps_each_groups_runs_while_its_code_is_unchanged(tmp_path, m
     assert spread.open_record(path, "laptop", {"a": "1", "b": "1"})["runs"] == []
     monkeypatch.setattr(spread, "machine", lambda: {"cpu": "another"})
     assert spread.open_record(path, "ci", {"a": "1", "b": "1"})["runs"] == []
+
+
+def test_runs_of_other_code_do_not_count(tmp_path, monkeypatch):
+    """A record whose code for a group differs from the group's current source covers nothing for that group; the
+    other groups' runs still count, and records of each machine add up."""
+    record = json.loads((RESULTS / "model_claims_spread_ci.json").read_text())
+    stale = json.loads(json.dumps(record))
+    assert {r["group"] for r in record["runs"]} >= {"moe", "balance"}
+    stale["code"]["moe"] = "0" * 64
+    (tmp_path / "model_claims_spread_ci.json").write_text(json.dumps(stale))
+    monkeypatch.setattr(sys.modules[__name__], "RESULTS", tmp_path)
+    runs = current_runs("ci")
+    assert "moe" not in runs and "balance" in runs
+    other = {**record, "machine": {**record["machine"], "cpu": "another"},
+             "runs": [r for r in record["runs"] if r["group"] == "moe"]}
+    (tmp_path / "model_claims_spread_ci_another.json").write_text(json.dumps(other))
+    assert {m for (m, _, _) in current_runs("ci")["moe"]} == {"another"}
