@@ -22,7 +22,7 @@ LAPTOP_GRID = {(1, s) for s in (0, 1, 2)}
 LAPTOP_NOT_MEASURED = {  # the committed notebook outputs are their only laptop run
     "quant": "each run trains the seed's whole laptop post-training pipeline (about 30 CPU minutes) first",
     "metap": "the laptop learning-rate sweep trains several hundred models per run",
-    "fp8": "four trainings with FP8 emulated in float32: a run did not finish in an hour on 2 cores",
+    "fp8": "four trainings; on the Intel machine torch's CPU _scaled_mm made a run take over an hour",
 }
 MARGIN = 0.1  # chapter 07, cell 30
 
