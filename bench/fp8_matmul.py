@@ -5,15 +5,15 @@ What it measures
 1. One expert projection y = x Wᵀ (W [N, K] = gate|up of one expert: N = 2F, K = D) for several token counts M:
      float32       x @ Wᵀ in float32
      bf16          x @ Wᵀ in bfloat16
-     fp8 mm        `minillama4.fp8.scaled_mm` on operands already in e4m3 (row-wise scales): `torch._scaled_mm`
-                   where it runs (on CPU a dequantize-then-float32-matmul inside torch; CUDA ≥ sm_89: the
-                   FP8 tensor cores), else the emulation
+     fp8 mm        `minillama4.fp8.scaled_mm` on operands already in e4m3 (row-wise scales): on CUDA ≥ sm_89
+                   `torch._scaled_mm` (the FP8 tensor cores); on CPU the emulation below (dequantize both,
+                   one float32 matmul), which is what torch's own CPU kernel does for row-wise scales
      fp8 linear    `Fp8Linear`: the per-token quantization of x (amax, scale, cast), then fp8 mm: what inference pays
      fp8 emulated  `scaled_mm_emulated`: dequantize both, one float32 matmul
 2. A whole routed-expert bank (E experts, tokens sorted by expert, `forward_sorted`) as the MoE layer runs it:
    float32 and bf16 `ExpertBank` against `Fp8ExpertBank` (loaded from the same weights).
-Before timing, the FP8 results are checked against float32 (relative error ≤ 0.1) and, on CPU, `scaled_mm` against
-the emulation (bit for bit: torch's CPU kernel is that emulation).
+Before timing, the FP8 results are checked against float32 (relative error ≤ 0.1) and, on CPU, torch's own
+`_scaled_mm` against the emulation (bit for bit for row-wise scales).
 
 On a CPU there are no FP8 matmul units: FP8 costs extra work (casts, dequantization) and the table shows it slower.
 On an H100 the FP8 tensor cores have twice the bf16 peak (989 → 1979 TFLOPs dense), which large M approaches.
@@ -90,7 +90,9 @@ def projection_paths(M: int, K: int, N: int, device) -> dict:
         err = rel(out[name](), ref)
         if not err <= 0.1:
             raise SystemExit(f"{name} at M={M}: relative error {err:.3f} against float32")
-    if device.type == "cpu" and not torch.equal(scaled_mm(xq, sx, wq, sw), scaled_mm_emulated(xq, sx, wq, sw)):
+    if device.type == "cpu" and scaled_mm_supported("cpu", E4M3, E4M3, torch.float32, True) and not torch.equal(
+            torch._scaled_mm(xq, wq.t(), scale_a=sx, scale_b=sw.t().contiguous(), out_dtype=torch.float32),
+            scaled_mm_emulated(xq, sx, wq, sw)):
         raise SystemExit(f"torch._scaled_mm differs from the emulation at M={M} on CPU")
     return out
 
@@ -148,9 +150,9 @@ def main(argv=None) -> int:
     Ms = args.tokens or ([1, 16, 256, 2048, 8192] if cuda else [1, 32, 512])
     T = args.bank_tokens or (8192 if cuda else 512)
     name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
-    fast = scaled_mm_supported(device.type, E4M3, E4M3, torch.bfloat16, True)
+    fast = cuda and scaled_mm_supported(device.type, E4M3, E4M3, torch.bfloat16, True)
     print(f"device: {name} ({platform.platform()}, {os.cpu_count()} CPUs), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; torch._scaled_mm row-wise {'runs' if fast else 'unavailable: emulated'}")
+          f"threads {torch.get_num_threads()}; fp8 mm: {'torch._scaled_mm' if fast else 'the emulation'}")
     print(f"expert projection x Wᵀ, W [2F, D] = [{2 * F}, {D}]; bank: {args.experts} experts, {T} tokens; "
           f"medians of {args.rounds} rounds × {args.reps} calls; ratios are time / bf16 time (< 1: faster than bf16)")
 

@@ -35,14 +35,16 @@ def machine() -> dict:
 def open_record(path: Path, profile: str, code) -> dict:
     """The record in `path` if the same code (any JSON value, e.g. a source hash) made it on this machine; else an
     empty one: runs of other code or another machine are never mixed in. With `code` a dict {group: code} (runs
-    that carry a "group"), each group's runs are kept or dropped on their own."""
+    that carry a "group"), each group's runs are kept or dropped on their own, and so are the notes of runs carried
+    over to a new code hash ("restamped": which groups, from which hash, and why the change could not move them)."""
     record = json.loads(path.read_text()) if path.is_file() else {}
     if record.get("machine") != machine() or record.get("profile", profile) != profile:
         record = {}
     if isinstance(code, dict) and isinstance(record.get("code"), dict):
         same = {g for g, c in code.items() if record["code"].get(g) == c}
+        notes = [n for n in record.get("restamped", []) if set(n["groups"]) & same]
         return {"profile": profile, "machine": machine(), "code": code,
-                "runs": [r for r in record["runs"] if r.get("group") in same]}
+                "runs": [r for r in record["runs"] if r.get("group") in same], **({"restamped": notes} if notes else {})}
     if record.get("code") != code:
         record = {"profile": profile, "machine": machine(), "code": code, "runs": []}
     return record

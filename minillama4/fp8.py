@@ -20,9 +20,11 @@ The scaled matmul, both operands in FP8 with tensor-wise or row-wise scales:
 
     y = (q_x · s_x)(q_w · s_w)ᵀ = (q_x q_wᵀ) ⊙ (s_x s_wᵀ)           x [M, K], W [N, K], s_x [M, 1], s_w [N, 1]
 
-`torch._scaled_mm` runs it where this torch and device can (on an H100: FP8 tensor cores, twice the bf16 FLOPs);
-elsewhere the emulation dequantizes both operands and does one float32 matmul. torch's CPU `_scaled_mm` is that same
-emulation, so on CPU the two agree bit for bit.
+On a GPU that has FP8 tensor cores (an H100: twice the bf16 FLOPs) `torch._scaled_mm` runs it. Everywhere else,
+the CPU included, the emulation dequantizes both operands and does one float32 matmul: the same bits on every CPU.
+(torch's own CPU `_scaled_mm` is that emulation for most operands, but for two operands of one format with
+tensor-wise scales on CPUs with AMX it calls a oneDNN kernel that sums in another order and, in torch 2.13, takes
+about 0.9 s per call whatever the size.)
 
 Inference (`from_pretrained(..., quantize="fp8")`, the FP8-release recipe): the routed and shared experts keep e4m3
 weights with one scale per output row; activations are quantized per token as they arrive (dynamic scaling), so the
@@ -139,7 +141,8 @@ def scaled_mm_emulated(a_q: torch.Tensor, s_a: torch.Tensor, b_q: torch.Tensor, 
                        out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """y = (a_q · s_a)(b_q · s_b)ᵀ for a [M, K], b [N, K] with scales of any granularity: dequantize both, one float32
     matmul (b laid out [K, N]), round to out_dtype. For tensor- and row-wise scales these are, step for step, the
-    operations of torch's CPU `_scaled_mm`, so the two give the same bits."""
+    operations of torch's reference CPU `_scaled_mm`, so the two give the same bits (not its oneDNN kernel on AMX
+    CPUs: see the module's docstring)."""
     a_MK = dequantize(a_q, s_a)
     b_KN = dequantize(b_q, s_b).t().contiguous()
     return (a_MK @ b_KN).to(out_dtype)
@@ -175,16 +178,17 @@ def _fast_scales(a_q, s_a, b_q, s_b) -> str | None:
 def scaled_mm(a_q: torch.Tensor, s_a: torch.Tensor, b_q: torch.Tensor, s_b: torch.Tensor,
               out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """y = (a_q · s_a)(b_q · s_b)ᵀ: a [M, K] and b [N, K] in FP8, float32 scales (both tensor-wise [1, 1], both
-    row-wise [M, 1] and [N, 1], or any block shape). `torch._scaled_mm` where it runs these operands (tensor- or
-    row-wise, see `scaled_mm_supported`; CUDA also wants K and N multiples of 16), else `scaled_mm_emulated`."""
+    row-wise [M, 1] and [N, 1], or any block shape). On a GPU, `torch._scaled_mm` where it runs these operands
+    (tensor- or row-wise scales, K and N multiples of 16, see `scaled_mm_supported`); otherwise, and always on CPU,
+    `scaled_mm_emulated` (see the module's docstring for why not torch's CPU kernel)."""
     if a_q.dim() != 2 or b_q.dim() != 2 or a_q.shape[1] != b_q.shape[1]:
         raise ValueError(f"scaled_mm takes a [M, K] and b [N, K], got {tuple(a_q.shape)} and {tuple(b_q.shape)}")
     _check_format(a_q.dtype)
     _check_format(b_q.dtype)
     kind = _fast_scales(a_q, s_a, b_q, s_b)
     K, N = a_q.shape[1], b_q.shape[0]
-    fast = (kind is not None and (a_q.device.type != "cuda" or (K % 16 == 0 and N % 16 == 0))
-            and scaled_mm_supported(a_q.device.type, a_q.dtype, b_q.dtype, out_dtype, kind == "row"))
+    fast = (a_q.device.type == "cuda" and kind is not None and K % 16 == 0 and N % 16 == 0
+            and scaled_mm_supported("cuda", a_q.dtype, b_q.dtype, out_dtype, kind == "row"))
     if not fast:
         return scaled_mm_emulated(a_q, s_a, b_q, s_b, out_dtype)
     # the kernels take the second operand column-major: b [N, K] row-major, seen as [K, N]

@@ -189,17 +189,21 @@ def same_as_one_thread(v: dict, one: dict) -> None:
 
 def test_a_record_keeps_each_groups_runs_while_its_code_is_unchanged(tmp_path, monkeypatch):
     """bench/spread.py's open_record with a code per group: a change to one group's code drops that group's runs
-    only; another machine drops them all."""
+    only (and the notes of runs carried over to a new code: kept while one of their groups is); another machine drops
+    them all."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import spread
 
     path = tmp_path / "record.json"
     runs = [{"group": g, "threads": 1, "seed": 0, "values": {}} for g in ("a", "b")]
+    notes = [{"groups": ["a"], "from": {"a": "0"}, "why": "..."}, {"groups": ["b"], "from": {"b": "0"}, "why": "..."}]
     path.write_text(json.dumps({"profile": "ci", "machine": spread.machine(), "code": {"a": "1", "b": "1"},
-                                "runs": runs}))
+                                "runs": runs, "restamped": notes}))
     assert spread.open_record(path, "ci", {"a": "1", "b": "1"})["runs"] == runs
     kept = spread.open_record(path, "ci", {"a": "1", "b": "2", "c": "1"})
     assert kept["runs"] == runs[:1] and kept["code"] == {"a": "1", "b": "2", "c": "1"}
+    assert kept["restamped"] == notes[:1]
+    assert "restamped" not in spread.open_record(path, "ci", {"a": "2", "b": "2"})
     assert spread.open_record(path, "laptop", {"a": "1", "b": "1"})["runs"] == []
     monkeypatch.setattr(spread, "machine", lambda: {"cpu": "another"})
     assert spread.open_record(path, "ci", {"a": "1", "b": "1"})["runs"] == []
