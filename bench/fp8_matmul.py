@@ -12,6 +12,9 @@ What it measures
      fp8 emulated  `scaled_mm_emulated`: dequantize both, one float32 matmul
 2. A whole routed-expert bank (E experts, tokens sorted by expert, `forward_sorted`) as the MoE layer runs it:
    float32 and bf16 `ExpertBank` against `Fp8ExpertBank` (loaded from the same weights).
+3. On CPU, FP8 training's forward matmul (x and W in e4m3, one scale per tensor) for the largest M: torch's own
+   `torch._scaled_mm` against the package's `scaled_mm` (the emulation). On CPUs with AMX torch sends these
+   operands to a oneDNN FP8 kernel, which is why the package does not call it on CPU.
 Before timing, the FP8 results are checked against float32 (relative error ≤ 0.1) and, on CPU, torch's own
 `_scaled_mm` against the emulation (bit for bit for row-wise scales).
 
@@ -119,6 +122,20 @@ def bank_paths(E: int, D: int, F: int, T: int, device) -> dict:
             "fp8 linear": lambda: f8.forward_sorted(x16, counts)}
 
 
+def training_paths(M: int, K: int, N: int) -> dict:
+    """FP8 training's forward matmul on CPU, x [M, K] and W [N, K] in e4m3 with tensor-wise scales: torch's kernel
+    against the package's emulation (checked close first: on AMX CPUs they sum in different orders)."""
+    g = torch.Generator().manual_seed(M)
+    xq, sx = quantize(torch.randn(M, K, generator=g), E4M3, "tensor")
+    wq, sw = quantize(torch.randn(N, K, generator=g) * K ** -0.5, E4M3, "tensor")
+    paths = {"torch._scaled_mm": lambda: torch._scaled_mm(xq, wq.t(), scale_a=sx, scale_b=sw, out_dtype=torch.float32),
+             "scaled_mm": lambda: scaled_mm(xq, sx, wq, sw)}
+    err = rel(paths["torch._scaled_mm"](), paths["scaled_mm"]())
+    if not err <= 1e-5:
+        raise SystemExit(f"torch._scaled_mm with tensor-wise scales: relative error {err:.2e} against the emulation")
+    return paths
+
+
 def table(rows: list[tuple]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
@@ -175,10 +192,20 @@ def main(argv=None) -> int:
                          f"{ms['bf16']:.2f}", f"{ms['fp8 linear']:.2f}", f"{ms['float32'] / ms['bf16']:.2f}x",
                          f"{ms['fp8 linear'] / ms['bf16']:.2f}x")]))
 
+    res["training"] = None
+    if not cuda and scaled_mm_supported("cpu", E4M3, E4M3, torch.float32, False):
+        M = max(Ms)  # torch's AMX path can take a second per call: fewer rounds
+        ms = res["training"] = measure(training_paths(M, D, 2 * F), device, min(args.rounds, 3), 1, 1)
+        print("\n" + table([("FP8 training's forward matmul, tensor-wise scales", "torch._scaled_mm ms", "scaled_mm ms",
+                             "torch / scaled_mm"),
+                            (f"x [{M}, {D}] · W [{2 * F}, {D}]ᵀ, e4m3 × e4m3", f"{ms['torch._scaled_mm']:.2f}",
+                             f"{ms['scaled_mm']:.2f}", f"{ms['torch._scaled_mm'] / ms['scaled_mm']:.1f}x")]))
+
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "platform": platform.platform(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "scaled_mm": fast, "D": D, "F": F,
+                       "threads": torch.get_num_threads(),
+                       "fp8_mm": "torch._scaled_mm" if fast else "emulation", "D": D, "F": F,
                        "experts": args.experts, "bank_tokens": T, "rounds": args.rounds, "reps": args.reps,
                        "ms": res}, f, indent=2)
         print(f"\nwrote {args.json}")

