@@ -489,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:  # bounded: a rank that failed has printed its own error, and must not hang the others
                     if dist.get_backend() == "gloo":
                         dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
-                    else:
-                        dist.barrier()
+                        # rank 0 leaves the monitored barrier once it has sent its acknowledgements, maybe before
+                        # they arrive: a plain barrier (every rank is known to be here) lets them land before close
+                    dist.barrier()
                 except RuntimeError:
                     pass
             dist.destroy_process_group()
