@@ -20,7 +20,7 @@ COSTLY_GRID = {(t, s) for t in (1, 2) for s in (0, 1, 2)}
 # laptop (a learner's default) costs 2-10× ci per run: seeds 0-2 at one thread (chapter 04 trains at one thread anyway),
 # and at 2 and 4 threads too for the groups in LAPTOP_ALL_THREADS
 LAPTOP_GRID = {(1, s) for s in (0, 1, 2)}
-LAPTOP_ALL_THREADS: set[str] = set()
+LAPTOP_ALL_THREADS = {"vlm"}
 LAPTOP_NOT_MEASURED = {  # the committed notebook outputs are their only laptop run
     "quant": "each run trains the seed's whole laptop post-training pipeline (about 30 CPU minutes) first",
     "metap": "the laptop learning-rate sweep trains several hundred models per run",
