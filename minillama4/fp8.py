@@ -23,8 +23,8 @@ The scaled matmul, both operands in FP8 with tensor-wise or row-wise scales:
 On a GPU that has FP8 tensor cores (an H100: twice the bf16 FLOPs) `torch._scaled_mm` runs it. Everywhere else,
 the CPU included, the emulation dequantizes both operands and does one float32 matmul: the same bits on every CPU.
 (torch's own CPU `_scaled_mm` is that emulation for most operands, but for two operands of one format with
-tensor-wise scales on CPUs with AMX it calls a oneDNN kernel that sums in another order and, in torch 2.13, takes
-about 0.9 s per call whatever the size.)
+tensor-wise scales on CPUs with AMX it calls a oneDNN kernel that sums in another order and, in torch 2.13, took
+0.9 s per call at 512 × 128 × 384 and 77 s at 512 × 1024 × 2048, against 1 ms and 28 ms for the emulation.)
 
 Inference (`from_pretrained(..., quantize="fp8")`, the FP8-release recipe): the routed and shared experts keep e4m3
 weights with one scale per output row; activations are quantized per token as they arrive (dynamic scaling), so the
