@@ -252,17 +252,47 @@ def assert_ablation_claims(rows: dict) -> None:
 ])
 def test_the_asserted_claims_hold_in_every_measured_run(profile, grid):
     """bench/claims_spread.py ran the pipeline and the ablation at each (threads, seed) of the grid, and kept each
-    run's report: every claim asserted here (and in chapters 08-10) holds in every one of them, under both profiles."""
-    record = json.loads((ROOT / "bench" / "results" / f"claims_spread_{profile}.json").read_text())
-    assert record["profile"] == profile
-    runs = {(r["threads"], r["seed"]): r["values"] for r in record["runs"]}
-    assert grid <= set(runs), f"missing (threads, seed): {sorted(grid - set(runs))}"
-    for (threads, seed), v in sorted(runs.items()):
+    run's report: every claim asserted here (and in chapters 08-10) holds in every one of them, under both profiles.
+    Only runs of the current post-training code count (its source hash, as the cache keys use it), from every
+    machine's record (bench/results/claims_spread_<profile>[_<machine>].json)."""
+    runs = current_posttrain_runs(profile)
+    have = {(t, s) for (_, t, s) in runs}
+    assert grid <= have, (f"{profile}: no run of the current post-training code at (threads, seed) "
+                          f"{sorted(grid - have)}: run `nice python bench/claims_spread.py --profile {profile}`")
+    for (machine, threads, seed), v in sorted(runs.items()):
         try:
             assert_pipeline_claims({"stages": v["stages"]})
             assert_ablation_claims({row["variant"]: row for row in v["ablation"]})
         except AssertionError as e:
-            raise AssertionError(f"threads={threads} seed={seed}: {e}") from e
+            raise AssertionError(f"{profile} on {machine}, threads={threads} seed={seed}: {e}") from e
+
+
+def current_posttrain_runs(profile: str, results: Path = ROOT / "bench" / "results") -> dict:
+    """{(machine, threads, seed): values} from every post-training record of `profile` made by the current code."""
+    from minillama4.course.cachekey import source_hash
+
+    code = source_hash("minillama4.train.posttrain")  # what bench/claims_spread.py stamps its records with
+    runs = {}
+    for path in sorted(results.glob(f"claims_spread_{profile}*.json")):
+        record = json.loads(path.read_text())
+        assert record["profile"] == profile, path
+        if record["code"] == code:
+            runs.update({(record["machine"]["cpu"], r["threads"], r["seed"]): r["values"] for r in record["runs"]})
+    return runs
+
+
+def test_runs_of_other_post_training_code_do_not_count(tmp_path):
+    """A record stamped with another hash of the post-training code covers nothing (the claims test then asks for a
+    new sweep), and records of two machines are read together."""
+    from minillama4.course.cachekey import source_hash
+
+    code = source_hash("minillama4.train.posttrain")
+    run = {"threads": 1, "seed": 0, "wall_seconds": 1.0, "values": {"x": 1}}
+    for name, cpu, c in (("ci", "A", code), ("ci_b", "B", code), ("ci_old", "C", "0" * 64)):
+        (tmp_path / f"claims_spread_{name}.json").write_text(json.dumps(
+            {"profile": "ci", "machine": {"cpu": cpu}, "code": c, "runs": [run]}))
+    assert set(current_posttrain_runs("ci", tmp_path)) == {("A", 1, 0), ("B", 1, 0)}
+    assert current_posttrain_runs("laptop", tmp_path) == {}
 
 
 @pytest.mark.timeout(3600)
