@@ -22,7 +22,9 @@ Run
     python bench/claims_spread.py --table                         # print the table of the runs recorded so far
 
 Runs are appended to the JSON file (default bench/results/claims_spread_<profile>.json) as they finish; a run already
-recorded for the same code and machine is not repeated, so an interrupted sweep continues where it stopped.
+recorded for the same code and machine is not repeated, so an interrupted sweep continues where it stopped. A record
+holds one machine's runs: give another machine its own file (`--json bench/results/claims_spread_ci_xeon.json`); the
+claims test reads every `claims_spread_<profile>*.json` and counts the runs stamped with the current code's hash.
 """
 
 from __future__ import annotations

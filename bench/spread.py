@@ -34,12 +34,15 @@ def machine() -> dict:
 
 def open_record(path: Path, profile: str, code) -> dict:
     """The record in `path` if the same code (any JSON value, e.g. a source hash) made it on this machine; else an
-    empty one: runs of other code or another machine are never mixed in. With `code` a dict {group: code} (runs
+    empty one: runs of other code are dropped, never mixed in. With `code` a dict {group: code} (runs
     that carry a "group"), each group's runs are kept or dropped on their own, and so are the notes of runs carried
-    over to a new code hash ("restamped": which groups, from which hash, and why the change could not move them)."""
+    over to a new code hash ("restamped": which groups, from which hash, and why the change could not move them).
+    A file that holds another machine's or another profile's runs is an error: a sweep would overwrite them."""
     record = json.loads(path.read_text()) if path.is_file() else {}
-    if record.get("machine") != machine() or record.get("profile", profile) != profile:
-        record = {}
+    if record.get("runs") and (record.get("machine") != machine() or record.get("profile") != profile):
+        raise SystemExit(f"{path} holds runs of profile {record.get('profile')!r} on {record['machine'].get('cpu')!r}, "
+                         f"not of {profile!r} on this machine ({machine()['cpu']!r}): pass --json with a file of its "
+                         f"own (e.g. {path.stem}_<machine>.json)")
     if isinstance(code, dict) and isinstance(record.get("code"), dict):
         same = {g for g, c in code.items() if record["code"].get(g) == c}
         notes = [n for n in record.get("restamped", []) if set(n["groups"]) & same]

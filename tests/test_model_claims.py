@@ -191,8 +191,8 @@ def same_as_one_thread(v: dict, one: dict) -> None:
 
 def test_a_record_keeps_each_groups_runs_while_its_code_is_unchanged(tmp_path, monkeypatch):
     """bench/spread.py's open_record with a code per group: a change to one group's code drops that group's runs
-    only (and the notes of runs carried over to a new code: kept while one of their groups is); another machine drops
-    them all."""
+    only (and the notes of runs carried over to a new code: kept while one of their groups is); a file of another
+    machine or profile is refused, never overwritten."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import spread
 
@@ -206,9 +206,14 @@ def test_a_record_keeps_each_groups_runs_while_its_code_is_unchanged(tmp_path, m
     assert kept["runs"] == runs[:1] and kept["code"] == {"a": "1", "b": "2", "c": "1"}
     assert kept["restamped"] == notes[:1]
     assert "restamped" not in spread.open_record(path, "ci", {"a": "2", "b": "2"})
-    assert spread.open_record(path, "laptop", {"a": "1", "b": "1"})["runs"] == []
+    with pytest.raises(SystemExit, match="profile 'ci'.*pass --json"):
+        spread.open_record(path, "laptop", {"a": "1", "b": "1"})
     monkeypatch.setattr(spread, "machine", lambda: {"cpu": "another"})
-    assert spread.open_record(path, "ci", {"a": "1", "b": "1"})["runs"] == []
+    with pytest.raises(SystemExit, match="on 'Intel|on 'AMD|pass --json"):
+        spread.open_record(path, "ci", {"a": "1", "b": "1"})
+    assert spread.open_record(tmp_path / "new.json", "ci", {"a": "1"}) == {
+        "profile": "ci", "machine": {"cpu": "another"}, "code": {"a": "1"}, "runs": []}
+    assert json.loads(path.read_text())["runs"] == runs  # untouched
 
 
 def test_runs_of_other_code_do_not_count(tmp_path, monkeypatch):
