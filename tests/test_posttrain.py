@@ -217,12 +217,13 @@ def assert_pipeline_claims(report: dict) -> None:
     hard = lambda s: (s["accuracy_by_level"]["2"] + s["accuracy_by_level"]["3"]) / 2  # noqa: E731
     # SFT raises held-out accuracy over the base model (which never even ends its turn)
     assert st["base"]["accuracy"] < 0.05 and st["sft"]["accuracy"] > st["base"]["accuracy"] + 0.3
-    # RL raises it further, on the harder prompts too (levels 2 and 3, 200 questions). Over 3 seeds x 3 thread counts
-    # the rise was 3-17 points (3-16 on the harder prompts): where SFT already reached 0.96 little was left to gain
-    assert hard(st["rl"]) > hard(st["sft"]) + 0.01 and st["rl"]["accuracy"] > st["sft"]["accuracy"] + 0.01
-    # DPO raises the targeted preference (the house format); it cost 0-5.3 points of accuracy in those runs
+    # RL does not lose what SFT taught, overall or on the harder prompts (levels 2 and 3, 200 questions). That it
+    # *raises* accuracy is not a claim about every run: one ci run (Intel, seed 0, 4 threads) broke even, 0.843 and
+    # 0.845 before and after; how often and by how much it rises is asserted over the runs (assert_rl_gains_over_runs)
+    assert hard(st["rl"]) >= hard(st["sft"]) - 0.02 and st["rl"]["accuracy"] >= st["sft"]["accuracy"] - 0.02
+    # DPO raises the targeted preference (the house format); it cost up to 8 points of accuracy in the measured runs
     assert st["dpo"]["format_rate"] > st["rl"]["format_rate"] + 0.3
-    assert st["dpo"]["accuracy"] >= st["rl"]["accuracy"] - 0.08
+    assert st["dpo"]["accuracy"] >= st["rl"]["accuracy"] - 0.10
     assert st["dpo"]["heldout_pref_accuracy"] > st["dpo"]["heldout_pref_accuracy_start"] + 0.5
     # zero-advantage groups were dropped (and are reported)
     assert 0 < st["rl"]["mean_frac_dropped"] < 1
@@ -265,6 +266,25 @@ def test_the_asserted_claims_hold_in_every_measured_run(profile, grid):
             assert_ablation_claims({row["variant"]: row for row in v["ablation"]})
         except AssertionError as e:
             raise AssertionError(f"{profile} on {machine}, threads={threads} seed={seed}: {e}") from e
+    assert_rl_gains_over_runs(runs.values())
+
+
+def assert_rl_gains_over_runs(runs) -> None:
+    """What RL does across seeds and thread counts (each run's `values` from bench/claims_spread.py): it raised
+    held-out accuracy in at least 4 of 5 runs, by 5 points on average. Measured: under ci in 17 of 18 runs (1 to 20
+    points; one broke even), mean +9.2; under laptop in 5 of 5 (6 to 24 points), mean +17."""
+    gains = [v["rl_gain"] for v in runs]
+    assert sum(g > 0 for g in gains) >= 0.8 * len(gains), gains
+    assert sum(gains) / len(gains) > 0.05, gains
+
+
+def test_rl_gains_over_runs_fail_when_rl_mostly_breaks_even():
+    """The claim over runs catches an RL stage that rarely helps, or helps too little on average."""
+    assert_rl_gains_over_runs([{"rl_gain": g} for g in (0.1, 0.2, 0.0, 0.05, 0.1)])
+    with pytest.raises(AssertionError):
+        assert_rl_gains_over_runs([{"rl_gain": g} for g in (0.3, 0.0, 0.0, 0.2, 0.1)])  # 3 of 5
+    with pytest.raises(AssertionError):
+        assert_rl_gains_over_runs([{"rl_gain": g} for g in (0.01, 0.02, 0.03, 0.04, 0.05)])  # mean 0.03
 
 
 def current_posttrain_runs(profile: str, results: Path = ROOT / "bench" / "results") -> dict:
