@@ -15,12 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 GRID = {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}  # threads × seeds
-COSTLY = {"quant", "metap"}  # a whole post-training pipeline or a 128-run sweep per run: threads 1 and 2 only
-COSTLY_GRID = {(t, s) for t in (1, 2) for s in (0, 1, 2)}
-# laptop (a learner's default) costs 2-10× ci per run: seeds 0-2 at one thread (chapter 04 trains at one thread anyway),
-# and at 2 and 4 threads too for the groups in LAPTOP_ALL_THREADS
+# laptop (a learner's default) costs 2-10× ci per run: seeds 0-2 at one thread, and at 2 and 4 threads too for the
+# groups in LAPTOP_ALL_THREADS
 LAPTOP_GRID = {(1, s) for s in (0, 1, 2)}
-LAPTOP_ALL_THREADS = {"vlm"}
+LAPTOP_ALL_THREADS = {"vlm", "needle", "distill"}
 LAPTOP_NOT_MEASURED = {  # the committed notebook outputs are their only laptop run
     "quant": "each run trains the seed's whole laptop post-training pipeline (about 30 CPU minutes) first",
     "metap": "the laptop learning-rate sweep trains several hundred models per run",
@@ -122,7 +120,9 @@ def quant_claims(v: dict, profile: str) -> None:
     assert all(k(g, False) < k(g, True) for g in G), kl
     # was "for both scale kinds": symmetric g32 was above g128 at 2 threads, seed 0 (0.00164 vs 0.00152)
     assert k(G[0], False) < k(G[-1], False), kl
-    assert k(128, False) < k(64, True) and k(64, False) < k(32, True), kl
+    # at equal bits, 5 per weight: asymmetric g = 64 below symmetric g = 32 (0.65-0.84×). Was also asserted at 4.5
+    # (asymmetric g = 128 below symmetric g = 64) until a ci run measured 1.04× (Intel, t4 s2; the others 0.82-0.98×)
+    assert k(64, False) < k(32, True), kl
     n = v["questions"]
     # was "within one question": seed 2 (1 thread) moved two
     assert max(round(abs(v[k]) * n) for k in ("fp8_accuracy_change", "int4_accuracy_change")) <= 3, v
@@ -136,7 +136,7 @@ CLAIMS = {"moe": moe_claims, "balance": balance_claims, "vlm": vlm_claims, "dist
 def required(profile: str) -> dict[str, set]:
     """The (threads, seed) runs each claim group must have under `profile`, from records of the current code."""
     if profile == "ci":
-        return {g: COSTLY_GRID if g in COSTLY else GRID for g in CLAIMS}
+        return {g: GRID for g in CLAIMS}
     return {g: GRID if g in LAPTOP_ALL_THREADS else LAPTOP_GRID for g in CLAIMS if g not in LAPTOP_NOT_MEASURED}
 
 

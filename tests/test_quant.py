@@ -341,4 +341,6 @@ def test_int4_costs_the_post_trained_toy_no_held_out_answers_under_the_ci_profil
     # (asymmetric). Symmetric g = 32 is below g = 128 at 1 thread but above it at 2 threads: not asserted
     assert all(kl[g_, False] < kl[g_, True] for g_ in GROUP_SIZES)
     assert kl[32, False] < kl[128, False]
-    assert kl[128, False] < kl[64, True] and kl[64, False] < kl[32, True]  # at equal bits (4.5 and 5)
+    # at equal bits: 5 (asymmetric g = 64 vs symmetric g = 32; 0.65-0.84× over 9 ci runs). Not at 4.5 (g = 128 vs
+    # g = 64): 0.82-1.04×, reversed once (Intel, seed 2, 4 threads)
+    assert kl[64, False] < kl[32, True]
