@@ -221,9 +221,11 @@ def assert_pipeline_claims(report: dict) -> None:
     # *raises* accuracy is not a claim about every run: one ci run (Intel, seed 0, 4 threads) broke even, 0.843 and
     # 0.845 before and after; how often and by how much it rises is asserted over the runs (assert_rl_gains_over_runs)
     assert hard(st["rl"]) >= hard(st["sft"]) - 0.02 and st["rl"]["accuracy"] >= st["sft"]["accuracy"] - 0.02
-    # DPO raises the targeted preference (the house format); it cost up to 8 points of accuracy in the measured runs
+    # DPO raises the targeted preference (the house format). What it costs in accuracy varies: up to 8 points under
+    # ci, and under laptop up to 7 in 13 of 14 runs but 20 in one (Intel, seed 1, 1 thread: 0.873 -> 0.677, format
+    # 0.76). One run is held to 25 points; "at most 10 in 4 runs of 5" is asserted over the runs
     assert st["dpo"]["format_rate"] > st["rl"]["format_rate"] + 0.3
-    assert st["dpo"]["accuracy"] >= st["rl"]["accuracy"] - 0.10
+    assert st["dpo"]["accuracy"] >= st["rl"]["accuracy"] - 0.25
     assert st["dpo"]["heldout_pref_accuracy"] > st["dpo"]["heldout_pref_accuracy_start"] + 0.5
     # zero-advantage groups were dropped (and are reported)
     assert 0 < st["rl"]["mean_frac_dropped"] < 1
@@ -247,16 +249,14 @@ def assert_ablation_claims(rows: dict) -> None:
     assert refill["accuracy"] >= keep["accuracy"] - 0.02
 
 
-@pytest.mark.parametrize("profile, grid", [
-    ("ci", {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}),
-    ("laptop", {(1, s) for s in (0, 1, 2)} | {(2, 0), (4, 0)}),  # a laptop run costs 25-30 CPU minutes
-])
-def test_the_asserted_claims_hold_in_every_measured_run(profile, grid):
+@pytest.mark.parametrize("profile", ["ci", "laptop"])
+def test_the_asserted_claims_hold_in_every_measured_run(profile):
     """bench/claims_spread.py ran the pipeline and the ablation at each (threads, seed) of the grid, and kept each
     run's report: every claim asserted here (and in chapters 08-10) holds in every one of them, under both profiles.
     Only runs of the current post-training code count (its source hash, as the cache keys use it), from every
     machine's record (bench/results/claims_spread_<profile>[_<machine>].json)."""
     runs = current_posttrain_runs(profile)
+    grid = {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}  # threads x seeds, on any machine
     have = {(t, s) for (_, t, s) in runs}
     assert grid <= have, (f"{profile}: no run of the current post-training code at (threads, seed) "
                           f"{sorted(grid - have)}: run `nice python bench/claims_spread.py --profile {profile}`")
@@ -266,25 +266,31 @@ def test_the_asserted_claims_hold_in_every_measured_run(profile, grid):
             assert_ablation_claims({row["variant"]: row for row in v["ablation"]})
         except AssertionError as e:
             raise AssertionError(f"{profile} on {machine}, threads={threads} seed={seed}: {e}") from e
-    assert_rl_gains_over_runs(runs.values())
+    assert_claims_over_runs(list(runs.values()))
 
 
-def assert_rl_gains_over_runs(runs) -> None:
-    """What RL does across seeds and thread counts (each run's `values` from bench/claims_spread.py): it raised
-    held-out accuracy in at least 4 of 5 runs, by 5 points on average. Measured: under ci in 17 of 18 runs (1 to 20
-    points; one broke even), mean +9.2; under laptop in 5 of 5 (6 to 24 points), mean +17."""
+def assert_claims_over_runs(runs: list) -> None:
+    """What RL and DPO do across seeds and thread counts (each run's `values` from bench/claims_spread.py): RL raised
+    held-out accuracy in at least 4 of 5 runs, by 5 points on average, and DPO cost at most 10 points in at least 4
+    of 5. Measured: RL under ci in 17 of 18 runs (1 to 20 points; one broke even), mean +9.2; under laptop in 14 of 14
+    (6 to 25 points), mean +14. DPO under ci within 8 points in 18 of 18, under laptop within 7 in 13 of 14."""
     gains = [v["rl_gain"] for v in runs]
     assert sum(g > 0 for g in gains) >= 0.8 * len(gains), gains
     assert sum(gains) / len(gains) > 0.05, gains
+    dpo = [v["dpo_accuracy_change"] for v in runs]
+    assert sum(d >= -0.10 for d in dpo) >= 0.8 * len(dpo), dpo
 
 
-def test_rl_gains_over_runs_fail_when_rl_mostly_breaks_even():
-    """The claim over runs catches an RL stage that rarely helps, or helps too little on average."""
-    assert_rl_gains_over_runs([{"rl_gain": g} for g in (0.1, 0.2, 0.0, 0.05, 0.1)])
-    with pytest.raises(AssertionError):
-        assert_rl_gains_over_runs([{"rl_gain": g} for g in (0.3, 0.0, 0.0, 0.2, 0.1)])  # 3 of 5
-    with pytest.raises(AssertionError):
-        assert_rl_gains_over_runs([{"rl_gain": g} for g in (0.01, 0.02, 0.03, 0.04, 0.05)])  # mean 0.03
+def test_claims_over_runs_fail_when_rl_mostly_breaks_even_or_dpo_often_costs():
+    """The claims over runs catch an RL stage that rarely helps or helps too little on average, and a DPO stage that
+    often costs accuracy."""
+    ok = [{"rl_gain": g, "dpo_accuracy_change": d} for g, d in zip((0.1, 0.2, 0.0, 0.05, 0.1), (0, -0.2, 0, 0, 0))]
+    assert_claims_over_runs(ok)
+    for gains, dpo in (((0.3, 0.0, 0.0, 0.2, 0.1), (0,) * 5),  # RL helped in 3 of 5
+                       ((0.01, 0.02, 0.03, 0.04, 0.05), (0,) * 5),  # by 3 points on average
+                       ((0.1,) * 5, (0, -0.2, -0.15, 0, 0))):  # DPO cost more than 10 points in 2 of 5
+        with pytest.raises(AssertionError):
+            assert_claims_over_runs([{"rl_gain": g, "dpo_accuracy_change": d} for g, d in zip(gains, dpo)])
 
 
 def current_posttrain_runs(profile: str, results: Path = ROOT / "bench" / "results") -> dict:
