@@ -20,7 +20,7 @@ GRID = {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}  # threads × seeds
 LAPTOP_GRID = {(1, s) for s in (0, 1, 2)}
 LAPTOP_ALL_THREADS = {"vlm", "needle", "distill"}
 LAPTOP_NOT_MEASURED = {  # the committed notebook outputs are their only laptop run
-    "quant": "each run trains the seed's whole laptop post-training pipeline (about 30 CPU minutes) first",
+    "quant": "each run trains the seed's whole laptop post-training pipeline (about 15 CPU minutes on Intel) first",
     "metap": "the laptop learning-rate sweep trains several hundred models per run",
 }
 MARGIN = 0.1  # chapter 07, cell 30

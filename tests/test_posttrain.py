@@ -219,7 +219,7 @@ def assert_pipeline_claims(report: dict) -> None:
     assert st["base"]["accuracy"] < 0.05 and st["sft"]["accuracy"] > st["base"]["accuracy"] + 0.3
     # RL does not lose what SFT taught, overall or on the harder prompts (levels 2 and 3, 200 questions). That it
     # *raises* accuracy is not a claim about every run: one ci run (Intel, seed 0, 4 threads) broke even, 0.843 and
-    # 0.845 before and after; how often and by how much it rises is asserted over the runs (assert_rl_gains_over_runs)
+    # 0.845 before and after; how often and by how much it rises is asserted over the runs (assert_claims_over_runs)
     assert hard(st["rl"]) >= hard(st["sft"]) - 0.02 and st["rl"]["accuracy"] >= st["sft"]["accuracy"] - 0.02
     # DPO raises the targeted preference (the house format). What it costs in accuracy varies: up to 8 points under
     # ci, and under laptop up to 7 in 13 of 14 runs but 20 in one (Intel, seed 1, 1 thread: 0.873 -> 0.677, format
