@@ -4,6 +4,7 @@ from .cache import KVCache
 from .checkpoint import from_pretrained, load_config, save_pretrained
 from .config import Llama4Config
 from .model import Llama4
+from . import parallel  # noqa: F401  (before any process group exists: see parallel.py)
 from .vision import VisionConfig
 
 __all__ = ["Llama4", "Llama4Config", "VisionConfig", "KVCache", "from_pretrained", "save_pretrained", "load_config"]

@@ -61,6 +61,18 @@ from .moe import combine, sort_by_expert
 from .router import Router, RouterOutput
 
 
+# torch.distributed.nn.functional is imported here, before any process group exists. Its functions take
+# `group=group.WORLD` as a default argument, bound when the module is first imported. torch imports it on its own
+# (through torch._dynamo) the first time a model is built on the meta device, as `from_pretrained` does. If that
+# happened after init_process_group, those defaults would hold the group for good: destroy_process_group could not
+# free it, and gloo's worker threads would run on into interpreter shutdown. A worker that releases a finished
+# collective's tensors there needs the GIL, which a finalizing interpreter never gives back, and the process aborts
+# ("terminate called without an active exception"). Imported first, the defaults hold None. `import minillama4`
+# imports this module, so a script that imports the package before it joins a group is covered.
+if dist.is_available():  # (some builds of torch have no torch.distributed)
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 # --------------------------------------------------------------------------------------------- the arithmetic
 def block_range(n: int, world_size: int, rank: int) -> tuple[int, int]:
     """Items [lo, hi) of `rank` when n items (experts, hidden units) are cut in N contiguous blocks of n/N."""

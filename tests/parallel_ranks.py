@@ -39,7 +39,20 @@ def _worker(rank: int, world: int, store: str, names: list[str], ctx: dict, out:
             results[name] = (None, traceback.format_exc())
     dist.barrier()  # no rank closes its connections while another still uses them (gloo aborts the process then)
     dist.destroy_process_group()
+    results["threads_after_destroy"] = (native_threads(), None)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+
+
+def native_threads() -> list[str] | None:
+    """The names of this process's threads, C++ ones included (gloo's are gloo_tcp_loop and pt_gloo_runloop);
+    None where /proc is missing (not Linux)."""
+    if not os.path.isdir("/proc/self/task"):
+        return None
+    names = []
+    for t in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{t}/comm") as f:  # OSError: it just ended
+            names.append(f.read().strip())
+    return names
 
 
 def launch(n: int, names: list[str], ctx: dict) -> list[dict]:

@@ -63,6 +63,19 @@ def ranks(request):
     return request.getfixturevalue({2: "two", 4: "four"}[request.param])
 
 
+def test_destroy_process_group_stops_gloo_threads(ranks):
+    """After destroy_process_group no gloo thread may be left. The ranks built models on the meta device, which makes
+    torch import torch.distributed.nn.functional; imported after the group was made, its default arguments would hold
+    the group, gloo's threads would outlive destroy_process_group, and a process could abort at exit ("terminate
+    called without an active exception") when one of them needs the GIL during interpreter shutdown."""
+    for rank, names in enumerate(_results(ranks, "threads_after_destroy")):
+        if names is None:
+            pytest.skip("thread names are read from /proc (Linux only)")
+        left = [n for n in names if "gloo" in n]
+        assert not left, (f"rank {rank}: gloo threads {left} still run after destroy_process_group: something holds "
+                          "the process group (was torch.distributed.nn.functional imported after init_process_group?)")
+
+
 # ------------------------------------------------------------------------------------------------ the arithmetic
 def test_send_counts_and_expert_major_order():
     counts_E = torch.tensor([1, 0, 2, 5, 0, 0, 3, 1])  # 8 experts, 4 ranks: blocks of 2
