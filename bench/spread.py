@@ -4,6 +4,7 @@
     sweep(record, path, todo, run, jobs)            # run(*item) for each item of todo; each run saved as it finishes
     run_child(script, profile, threads, seed, ...)  # script --child THREADS SEED ... in a fresh process → one run
     print_table(runs, quantities)                   # one column per run, then the min and max of each quantity
+    current_runs(results, stem, profile, code)      # what the claim tests read: every machine's runs of this code
 
 A run is {"threads", "seed", "wall_seconds", "values"} (plus whatever the caller adds, e.g. a claim group). The child
 process prints its values as JSON on its last line of output.
@@ -51,6 +52,24 @@ def open_record(path: Path, profile: str, code) -> dict:
     if record.get("code") != code:
         record = {"profile": profile, "machine": machine(), "code": code, "runs": []}
     return record
+
+
+def current_runs(results: Path, stem: str, profile: str, code) -> dict:
+    """{(machine, threads, seed): values} from every record `results/<stem>_<profile>*.json` (one per machine) made
+    by `code`; with `code` a dict {group: code}, {group: {(machine, threads, seed): values}} from the runs whose
+    group's code is current. Runs of other code are left out: they no longer cover the claims."""
+    runs: dict = {}
+    for path in sorted(results.glob(f"{stem}_{profile}*.json")):
+        record = json.loads(path.read_text())
+        assert record["profile"] == profile, path
+        cpu = record["machine"]["cpu"]
+        for r in record["runs"]:
+            if isinstance(code, dict):
+                if record["code"].get(r["group"]) == code[r["group"]]:
+                    runs.setdefault(r["group"], {})[cpu, r["threads"], r["seed"]] = r["values"]
+            elif record["code"] == code:
+                runs[cpu, r["threads"], r["seed"]] = r["values"]
+    return runs
 
 
 def run_child(script: str, profile: str, threads: int, seed: int, *args: str) -> dict:

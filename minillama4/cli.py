@@ -485,12 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if joined:
-            if finished:  # no rank closes its connections while another still uses them (gloo aborts then)
+            if finished:  # no rank closes its connections while another is still in a collective
                 try:  # bounded: a rank that failed has printed its own error, and must not hang the others
                     if dist.get_backend() == "gloo":
-                        dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
-                        # rank 0 leaves the monitored barrier once it has sent its acknowledgements, maybe before
-                        # they arrive: a plain barrier (every rank is known to be here) lets them land before close
+                        dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))  # names a missing rank
                     dist.barrier()
                 except RuntimeError:
                     pass

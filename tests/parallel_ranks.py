@@ -37,7 +37,7 @@ def _worker(rank: int, world: int, store: str, names: list[str], ctx: dict, out:
             results[name] = (CHECKS[name](rank, world, ctx), None)
         except Exception:
             results[name] = (None, traceback.format_exc())
-    dist.barrier()  # no rank closes its connections while another still uses them (gloo aborts the process then)
+    dist.barrier()  # no rank closes its connections while another is still in a collective
     dist.destroy_process_group()
     results["threads_after_destroy"] = (native_threads(), None)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))

@@ -145,19 +145,12 @@ def current_runs(profile: str) -> dict[str, dict]:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         from model_claims_spread import CODE
+        from spread import current_runs as read
     finally:
         sys.path.remove(str(ROOT / "bench"))
     from minillama4.course.cachekey import source_hash
 
-    code = {g: source_hash(*modules) for g, modules in CODE.items()}
-    runs: dict[str, dict] = {}
-    for path in sorted(RESULTS.glob(f"model_claims_spread_{profile}*.json")):
-        record = json.loads(path.read_text())
-        assert record["profile"] == profile, path
-        for r in record["runs"]:
-            if record["code"].get(r["group"]) == code[r["group"]]:
-                runs.setdefault(r["group"], {})[record["machine"]["cpu"], r["threads"], r["seed"]] = r["values"]
-    return runs
+    return read(RESULTS, "model_claims_spread", profile, {g: source_hash(*modules) for g, modules in CODE.items()})
 
 
 @pytest.mark.parametrize("profile", ["ci", "laptop"])

@@ -63,19 +63,6 @@ def ranks(request):
     return request.getfixturevalue({2: "two", 4: "four"}[request.param])
 
 
-def test_destroy_process_group_stops_gloo_threads(ranks):
-    """After destroy_process_group no gloo thread may be left. The ranks built models on the meta device, which makes
-    torch import torch.distributed.nn.functional; imported after the group was made, its default arguments would hold
-    the group, gloo's threads would outlive destroy_process_group, and a process could abort at exit ("terminate
-    called without an active exception") when one of them needs the GIL during interpreter shutdown."""
-    for rank, names in enumerate(_results(ranks, "threads_after_destroy")):
-        if names is None:
-            pytest.skip("thread names are read from /proc (Linux only)")
-        left = [n for n in names if "gloo" in n]
-        assert not left, (f"rank {rank}: gloo threads {left} still run after destroy_process_group: something holds "
-                          "the process group (was torch.distributed.nn.functional imported after init_process_group?)")
-
-
 # ------------------------------------------------------------------------------------------------ the arithmetic
 def test_send_counts_and_expert_major_order():
     counts_E = torch.tensor([1, 0, 2, 5, 0, 0, 3, 1])  # 8 experts, 4 ranks: blocks of 2
@@ -152,6 +139,19 @@ def test_uneven_loads(ranks):
         assert r["used"] == [1, 2]  # expert 0 and every expert from 3 on receive nothing
         assert abs(r["loss"][0] - r["loss"][1]) < 1e-6
         assert r["grad_max"] > 0 and r["grad_err"] < TOL * r["grad_max"]
+
+
+def test_destroy_process_group_stops_gloo_threads(ranks):
+    """After destroy_process_group no gloo thread may be left. The ranks built models on the meta device, which makes
+    torch import torch.distributed.nn.functional; imported after the group was made, its default arguments would hold
+    the group, gloo's threads would outlive destroy_process_group, and a process could abort at exit ("terminate
+    called without an active exception") when one of them needs the GIL during interpreter shutdown."""
+    for rank, names in enumerate(_results(ranks, "threads_after_destroy")):
+        if names is None:
+            pytest.skip("thread names are read from /proc (Linux only)")
+        left = [n for n in names if "gloo" in n]
+        assert not left, (f"rank {rank}: gloo threads {left} still run after destroy_process_group: something holds "
+                          "the process group (was torch.distributed.nn.functional imported after init_process_group?)")
 
 
 def test_bad_input_is_a_clear_error_on_every_rank(two, scout_ckpt):

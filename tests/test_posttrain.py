@@ -297,14 +297,13 @@ def current_posttrain_runs(profile: str, results: Path = ROOT / "bench" / "resul
     """{(machine, threads, seed): values} from every post-training record of `profile` made by the current code."""
     from minillama4.course.cachekey import source_hash
 
-    code = source_hash("minillama4.train.posttrain")  # what bench/claims_spread.py stamps its records with
-    runs = {}
-    for path in sorted(results.glob(f"claims_spread_{profile}*.json")):
-        record = json.loads(path.read_text())
-        assert record["profile"] == profile, path
-        if record["code"] == code:
-            runs.update({(record["machine"]["cpu"], r["threads"], r["seed"]): r["values"] for r in record["runs"]})
-    return runs
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from spread import current_runs
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    # the code bench/claims_spread.py stamps its records with
+    return current_runs(results, "claims_spread", profile, source_hash("minillama4.train.posttrain"))
 
 
 def test_runs_of_other_post_training_code_do_not_count(tmp_path):
