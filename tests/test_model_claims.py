@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 GRID = {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}  # threads × seeds
 # laptop (a learner's default) costs 2-10× ci per run: seeds 0-2 at one thread, and at 2 and 4 threads too for the
-# groups in LAPTOP_ALL_THREADS (quant: each run trains a whole laptop post-training pipeline first)
+# groups in LAPTOP_ALL_THREADS (quant, also recorded at seed 0 at 2 and 4 threads: each run trains a whole laptop
+# post-training pipeline first)
 LAPTOP_GRID = {(1, s) for s in (0, 1, 2)}
 LAPTOP_ALL_THREADS = {"moe", "balance", "vlm", "needle", "distill", "fp8"}
 LAPTOP_NOT_MEASURED = {  # the committed notebook outputs are their only laptop run
