@@ -58,17 +58,19 @@ def current_runs(results: Path, stem: str, profile: str, code) -> dict:
     """{(machine, threads, seed): values} from every record `results/<stem>_<profile>*.json` (one per machine) made
     by `code`; with `code` a dict {group: code}, {group: {(machine, threads, seed): values}} from the runs whose
     group's code is current. Runs of other code are left out: they no longer cover the claims."""
+    grouped = isinstance(code, dict)
     runs: dict = {}
     for path in sorted(results.glob(f"{stem}_{profile}*.json")):
         record = json.loads(path.read_text())
         assert record["profile"] == profile, path
         cpu = record["machine"]["cpu"]
         for r in record["runs"]:
-            if isinstance(code, dict):
-                if record["code"].get(r["group"]) == code[r["group"]]:
-                    runs.setdefault(r["group"], {})[cpu, r["threads"], r["seed"]] = r["values"]
-            elif record["code"] == code:
-                runs[cpu, r["threads"], r["seed"]] = r["values"]
+            run = cpu, r["threads"], r["seed"]
+            if not grouped:
+                if record["code"] == code:
+                    runs[run] = r["values"]
+            elif record["code"].get(r["group"]) == code[r["group"]]:
+                runs.setdefault(r["group"], {})[run] = r["values"]
     return runs
 
 

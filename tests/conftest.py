@@ -1,6 +1,11 @@
-"""Shared test helpers: tiny random Llama 4 checkpoints written by transformers itself, in the real formats."""
+"""Shared test helpers: tiny random Llama 4 checkpoints written by transformers itself, in the real formats, and
+bench/'s scripts imported as modules."""
 
 from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +118,14 @@ def quick_compile(monkeypatch):
     torch._dynamo.reset()
     monkeypatch.setattr(torch, "compile", compile)
     return calls
+
+
+def bench_module(name: str):
+    """bench/<name>.py as a module. bench/ is on the import path only while it loads, so that the script's own
+    imports of its neighbours (spread.py) resolve, and no test sees bench/'s files as top-level modules after."""
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)

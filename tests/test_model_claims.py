@@ -11,18 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import bench_module
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 GRID = {(t, s) for t in (1, 2, 4) for s in (0, 1, 2)}  # threads × seeds
 # laptop (a learner's default) costs 2-10× ci per run: seeds 0-2 at one thread, and at 2 and 4 threads too for the
-# groups in LAPTOP_ALL_THREADS (quant, also recorded at seed 0 at 2 and 4 threads: each run trains a whole laptop
-# post-training pipeline first)
+# groups in LAPTOP_ALL_THREADS (metap, a 128-model sweep per run, about half an hour of CPU time here: also recorded
+# at seed 0 at 2 threads)
 LAPTOP_GRID = {(1, s) for s in (0, 1, 2)}
-LAPTOP_ALL_THREADS = {"moe", "balance", "vlm", "needle", "distill", "fp8"}
-LAPTOP_NOT_MEASURED = {  # the committed notebook outputs are their only laptop run
-    "metap": "the laptop learning-rate sweep trains several hundred models per run",
-}
+LAPTOP_ALL_THREADS = {"moe", "balance", "vlm", "needle", "distill", "fp8", "quant"}
 MARGIN = 0.1  # chapter 07, cell 30
 
 
@@ -49,10 +47,13 @@ def metap_claims(v: dict, profile: str) -> None:
     assert v["metap_max_abs_slope"] < 0.3, v["slopes"]["metap"]
     assert v["standard_min_delta_slope"] > 1.0, v["slopes"]["standard"]
     for name, b in v["best"].items():
-        assert all(0 < i < n - 1 for i in b["index"]), (name, b["index"])
         if name.startswith("metap"):
+            assert all(0 < i < n - 1 for i in b["index"]), (name, b["index"])
             assert b["spread"] <= 1, (name, b["index"])
         else:
+            # every optimum was asserted interior until laptop seeds 1 and 2 (Intel, 1 thread) put standard, L = 4,
+            # D = 128 on the grid's lowest learning rate: a true optimum lower still only moved further down
+            assert 0 < b["index"][0] < n - 1 and max(b["index"]) < n - 1, (name, b["index"])
             # was ">= 3": seed 1 moved 2 steps at both depths
             assert b["index"][0] - b["index"][-1] >= 2, (name, b["index"])
     assert v["widest_metap_minus_standard"] < 0, v["best"]
@@ -61,8 +62,9 @@ def metap_claims(v: dict, profile: str) -> None:
 
 def fp8_claims(v: dict, profile: str) -> None:
     """Chapter 14, cell 51."""
-    # worst measured: FP8 −0.048 (ci, Intel, t1 s1 and t2 s1: FP8 ended below float32), bf16 −0.022 (ci, AMD)
-    assert abs(v["gap_fp8"]) < 0.05 and abs(v["gap_bf16"]) < 0.05, v["gaps"]
+    # worst measured: FP8 −0.048 (ci, Intel, t1 s1 and t2 s1: FP8 ended below float32), bf16 −0.022 (ci, AMD).
+    # Was 0.05, which left 0.002 to spare on the Intel machine.
+    assert abs(v["gap_fp8"]) < 0.06 and abs(v["gap_bf16"]) < 0.06, v["gaps"]
     # was "> 0.1 and > 3 |fp8 gap|": seed 2 measured 0.0995 (2 threads) and 0.103 against 0.037 (1 and 4 threads)
     assert v["gap_unscaled"] > v["gap_fp8"] + 0.05, v["gaps"]  # worst measured: 0.066 (t1 s2)
     assert v["grad_underflow_scaled"] < 1e-3 and v["grad_underflow_unscaled"] > 0.3, v
@@ -121,9 +123,9 @@ def quant_claims(v: dict, profile: str) -> None:
     assert all(k(g, False) < k(g, True) for g in G), kl
     # was "for both scale kinds": symmetric g32 was above g128 at 2 threads, seed 0 (0.00164 vs 0.00152)
     assert k(G[0], False) < k(G[-1], False), kl
-    # at equal bits, 5 per weight: asymmetric g = 64 below symmetric g = 32 (0.65-0.84×). Was also asserted at 4.5
-    # (asymmetric g = 128 below symmetric g = 64) until a ci run measured 1.04× (Intel, t4 s2; the others 0.82-0.98×)
-    assert k(64, False) < k(32, True), kl
+    # not asserted: asymmetric below symmetric at equal bits. At 4.5 bits (g = 128 vs symmetric g = 64) until a ci run
+    # measured 1.04× (Intel, t4 s2); at 5 bits (g = 64 vs symmetric g = 32: 0.65-0.84× under ci) until laptop t2 s1
+    # (Intel) measured 1.04× (the laptop runs 0.86-1.04×)
     n = v["questions"]
     # was "within one question": seed 2 (1 thread) moved two; then "within 3" until laptop seed 1 (1 thread, a
     # 0.68-accuracy chat model) moved 6 with FP8 experts
@@ -139,20 +141,15 @@ def required(profile: str) -> dict[str, set]:
     """The (threads, seed) runs each claim group must have under `profile`, from records of the current code."""
     if profile == "ci":
         return {g: GRID for g in CLAIMS}
-    return {g: GRID if g in LAPTOP_ALL_THREADS else LAPTOP_GRID for g in CLAIMS if g not in LAPTOP_NOT_MEASURED}
+    return {g: GRID if g in LAPTOP_ALL_THREADS else LAPTOP_GRID for g in CLAIMS}
 
 
 def current_runs(profile: str) -> dict[str, dict]:
     """{group: {(machine, threads, seed): values}} from every record of `profile` whose group code is current."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from model_claims_spread import CODE
-        from spread import current_runs as read
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
     from minillama4.course.cachekey import source_hash
 
-    return read(RESULTS, "model_claims_spread", profile, {g: source_hash(*modules) for g, modules in CODE.items()})
+    code = {g: source_hash(*modules) for g, modules in bench_module("model_claims_spread").CODE.items()}
+    return bench_module("spread").current_runs(RESULTS, "model_claims_spread", profile, code)
 
 
 @pytest.mark.parametrize("profile", ["ci", "laptop"])
@@ -188,8 +185,7 @@ def test_a_record_keeps_each_groups_runs_while_its_code_is_unchanged(tmp_path, m
     """bench/spread.py's open_record with a code per group: a change to one group's code drops that group's runs
     only (and the notes of runs carried over to a new code: kept while one of their groups is); a file of another
     machine or profile is refused, never overwritten."""
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    import spread
+    spread = bench_module("spread")
 
     path = tmp_path / "record.json"
     runs = [{"group": g, "threads": 1, "seed": 0, "values": {}} for g in ("a", "b")]

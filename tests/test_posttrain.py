@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import bench_module
 
 from minillama4 import Llama4, Llama4Config
 from minillama4.chat import IGNORE_INDEX, decode_reply, encode_chat, encode_prompt, stop_ids
@@ -297,13 +298,9 @@ def current_posttrain_runs(profile: str, results: Path = ROOT / "bench" / "resul
     """{(machine, threads, seed): values} from every post-training record of `profile` made by the current code."""
     from minillama4.course.cachekey import source_hash
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from spread import current_runs
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
     # the code bench/claims_spread.py stamps its records with
-    return current_runs(results, "claims_spread", profile, source_hash("minillama4.train.posttrain"))
+    return bench_module("spread").current_runs(results, "claims_spread", profile,
+                                                source_hash("minillama4.train.posttrain"))
 
 
 def test_runs_of_other_post_training_code_do_not_count(tmp_path):
