@@ -94,6 +94,20 @@ def test_check_grades_the_file_as_it_is_now_pass_todo_fail_error(tmp_path, capsy
     assert "⏳ swiglu" in out and "❌ swiglu" in out and "✅ swiglu" in out and 'hint("swiglu")' in out
 
 
+def test_a_written_function_that_calls_an_unwritten_stub_is_told_which(tmp_path):
+    """fp8_linear written, quantize_rowwise still a stub: the verdict names the stub to write first."""
+    root = course_copy(tmp_path, [14])
+    path = root / "exercises" / f"{CHAPTERS[14]}.py"
+    text = path.read_text()
+    stub = "    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+    head, sep, tail = text.partition("def fp8_linear(")
+    path.write_text(head + sep + tail.replace(stub, "    xq, sx = quantize_rowwise(x_MK)\n"
+                                              "    return scaled_matmul(xq, sx, wq_NK, sw_N1)\n", 1))
+    r = run("fp8_linear", root=root)
+    assert r.status == "todo" and "quantize_rowwise" in r.line() and "NotImplementedError" in r.line(), r.report()
+    assert run("quantize_rowwise", root=root).line() == "⏳ quantize_rowwise: not implemented yet"
+
+
 def test_two_argument_check_rereads_the_file_of_a_stale_function(tmp_path, monkeypatch):
     root = course_copy(tmp_path, [1])
     monkeypatch.chdir(root)
@@ -262,6 +276,10 @@ BROKEN = {
             while True:
                 print("x" * 100000)
         """, r"printed more than the grader keeps"),
+    "a NotImplementedError from torch, not a stub": ("", """
+        def swiglu(*a):
+            return torch.nn.Module()(a[0])   # a Module without forward: torch raises NotImplementedError
+        """, r"case 1 of \d+: NotImplementedError"),
     "a syntax error": ("def broken(:\n", "", r"while loading your file: SyntaxError"),
     "a renamed function": ("", "swiglu = None\n", r"no function named 'swiglu'"),
     "a process left running": ("", """
@@ -290,10 +308,12 @@ WRONG_SWIGLU = """
 def test_broken_code_gets_a_verdict_that_says_what_happened(tmp_path, kind):
     header, source, expected = BROKEN[kind]
     root = with_function(course_copy(tmp_path, [1]), 1, source, header)
+    # 3 s where the time limit is what is tested; elsewhere room for a busy machine (printing 64 MB takes seconds)
+    timeout = 3 if "within 3 s" in expected else 30
     t0 = time.monotonic()
-    r = run("swiglu", root=root, timeout=3)
+    r = run("swiglu", root=root, timeout=timeout)
     assert r.status in ("fail", "error") and re.search(expected, r.message), f"{kind}:\n{r.report()}"
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 90
     assert run("rms_norm", impl="solutions", root=root).passed  # the grader is still there, and fine
 
 

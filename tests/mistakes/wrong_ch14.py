@@ -149,6 +149,18 @@ def quantize_rowwise(w_NK):
     s = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
     return (w / s).to(torch.float8_e4m3fn), s
 ''', ["divide by 448"]),
+        ("int8-range", '''
+def quantize_rowwise(w_NK):
+    w = w_NK.float()
+    s = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+    return (w / s).clamp(-448, 448).to(torch.float8_e4m3fn), s
+''', ["127", "int8", "448"]),
+        ("e5m2-range", '''
+def quantize_rowwise(w_NK):
+    w = w_NK.float()
+    s = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 57344
+    return (w / s).to(torch.float8_e4m3fn), s
+''', ["57344", "e5m2", "448"]),
         ("s-reciprocal", '''
 def quantize_rowwise(w_NK):
     w = w_NK.float()

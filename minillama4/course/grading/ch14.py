@@ -387,6 +387,10 @@ register(Exercise(
                 test=_s_ratio(lambda s: s * E4M3_MAX)),
         Mistake("s is the dequantization scale (w ≈ q · s): s = amax / 448, not 448 / amax",
                 test=_s_ratio(lambda s: 1 / s)),
+        Mistake("127 is int8's largest value: e4m3's is 448, so s = amax / 448 (with / 127 the row's amax lands on "
+                "127 and q uses under a third of e4m3's range)", test=_s_ratio(lambda s: s * E4M3_MAX / 127)),
+        Mistake("57344 is e5m2's largest value: weights are e4m3, whose largest is 448, so s = amax / 448",
+                test=_s_ratio(lambda s: s * E4M3_MAX / 57344)),
         Mistake("q = w / s (dividing by s maps the row's amax onto 448); you multiplied by s",
                 wrong=_rowwise(q_times_s=True)),
         Mistake("the amax is the largest MAGNITUDE, max |w| (.abs() first): a row whose extreme is negative "

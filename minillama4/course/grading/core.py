@@ -315,7 +315,8 @@ class Result:
 
     def line(self) -> str:
         """One line: icon, name, verdict."""
-        text = {"pass": "passed", "todo": "not implemented yet"}.get(self.status, self.message)
+        text = {"pass": "passed", "todo": "not implemented yet" + (f": {self.message}" if self.message else "")
+                }.get(self.status, self.message)
         return f"{ICONS[self.status]} {self.name}: {text}"
 
     def report(self) -> str:
