@@ -2,7 +2,6 @@
 transformers wrote: image features, logits with one and several images and tiles, generation, loading, saving,
 and every bad input with a clear error."""
 
-import dataclasses
 import json
 
 import pytest

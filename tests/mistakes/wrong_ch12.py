@@ -91,6 +91,13 @@ def sort_by_expert(x_TD, idx_TK, scores_TK, num_experts):
     rows = x_TD[slot // idx_TK.shape[1]] * scores_TK.flatten()[slot][:, None]
     return rows, slot % idx_TK.shape[1], torch.bincount(flat, minlength=num_experts)
 ''', ["slot // K"]),
+        ("token-column-major", '''
+def sort_by_expert(x_TD, idx_TK, scores_TK, num_experts):
+    flat = idx_TK.reshape(-1)
+    slot = torch.argsort(flat, stable=True)
+    token = slot % idx_TK.shape[0]
+    return x_TD[token] * scores_TK.reshape(-1, 1)[slot], token, torch.bincount(flat, minlength=num_experts)
+''', ["token by token", "slot // K", "column by column"]),
         ("slot-for-token", '''
 def sort_by_expert(x_TD, idx_TK, scores_TK, num_experts):
     flat = idx_TK.flatten()

@@ -151,6 +151,12 @@ def _token_is_slot_mod_k(case, got) -> bool:
     return _triple(got) and K > 1 and torch.equal(got[1].long(), slot % K)
 
 
+def _token_is_slot_mod_t(case, got) -> bool:
+    _, slot = _sent_rows(case)
+    T, K = case.args[1].shape
+    return _triple(got) and K > 1 and torch.equal(got[1].long(), slot % T)
+
+
 def _token_is_slot(case, got) -> bool:
     _, slot = _sent_rows(case)
     return _triple(got) and case.args[1].shape[1] > 1 and torch.equal(got[1].long(), slot)
@@ -288,6 +294,8 @@ register(Exercise(
         Mistake(_UNSTABLE, test=_unstable_rows),
         Mistake("token_N is the token of each row: the flat slot t·K + j belongs to token t = slot // K "
                 "(you used slot % K)", test=_token_is_slot_mod_k),
+        Mistake("the flat rows run token by token (row t·K + j is token t's j-th choice): the token of a slot is "
+                "slot // K; slot % T reads idx_TK column by column", test=_token_is_slot_mod_t),
         Mistake("token_N is the token of each row, slot // K, not the flat slot itself", test=_token_is_slot),
     ]))
 register(Exercise(
